@@ -1,0 +1,156 @@
+import * as t from 'io-ts'
+import { isLeft } from 'fp-ts/lib/Either'
+
+/**
+ * The one place that reads the environment. Each variable is declared once with its default and a
+ * one-line doc; `loadConfig` validates all of them and names every variable that is wrong.
+ */
+
+const IntFromString = (min: number, max: number) =>
+  new t.Type<number, string, unknown>(
+    `integer ${min}..${max}`,
+    (u): u is number => typeof u === 'number',
+    (u, c) => {
+      if (typeof u !== 'string' || !/^\d+$/.test(u.trim())) return t.failure(u, c)
+      const n = Number(u)
+      return n >= min && n <= max ? t.success(n) : t.failure(u, c)
+    },
+    String,
+  )
+
+const NumberFromString = (min: number) =>
+  new t.Type<number, string, unknown>(
+    `number >= ${min}`,
+    (u): u is number => typeof u === 'number',
+    (u, c) => {
+      const n = typeof u === 'string' && u.trim() !== '' ? Number(u) : NaN
+      return Number.isFinite(n) && n >= min ? t.success(n) : t.failure(u, c)
+    },
+    String,
+  )
+
+const UrlString = (protocols: string[]) =>
+  new t.Type<URL, string, unknown>(
+    `URL (${protocols.join(', ')})`,
+    (u): u is URL => u instanceof URL,
+    (u, c) => {
+      if (typeof u !== 'string' || !URL.canParse(u)) return t.failure(u, c)
+      const url = new URL(u)
+      return protocols.includes(url.protocol) ? t.success(url) : t.failure(u, c)
+    },
+    (url) => url.href,
+  )
+
+const LogLevel = t.keyof({ fatal: null, error: null, warn: null, info: null, debug: null, trace: null, silent: null })
+
+const NamespaceString = new t.Type<string, string, unknown>(
+  'namespace ([A-Za-z0-9_.-]{1,64})',
+  (u): u is string => typeof u === 'string',
+  (u, c) => (typeof u === 'string' && /^[\w.-]{1,64}$/.test(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+)
+
+interface Variable<A> {
+  readonly codec: t.Type<A, string, unknown>
+  readonly default: string
+  readonly doc: string
+}
+const variable = <A>(codec: t.Type<A, string, unknown>, def: string, doc: string): Variable<A> => ({
+  codec,
+  default: def,
+  doc,
+})
+
+export const variables = {
+  PORT: variable(IntFromString(0, 65535), '8000', 'HTTP port of the reception (0 = any free port).'),
+  HEALTH_PORT: variable(
+    IntFromString(0, 65535),
+    '0',
+    'HTTP port for /healthz and /readyz of the baker and projector (0 = any free port).',
+  ),
+  REDIS_URL: variable(
+    UrlString(['redis:', 'rediss:']),
+    'redis://127.0.0.1:6379',
+    'Redis holding the event log, outbox and read model; a DB number in the path is honoured.',
+  ),
+  AMQP_URL: variable(
+    UrlString(['amqp:', 'amqps:']),
+    'amqp://guest:guest@127.0.0.1:5672',
+    'RabbitMQ carrying commands and events; the vhost in the path is honoured.',
+  ),
+  BAKERY_NAMESPACE: variable(
+    NamespaceString,
+    'bakery',
+    'Prefix of every Redis key, so that several Bakeries can share one Redis.',
+  ),
+  BAKE_TIME_SCALE: variable(
+    NumberFromString(0),
+    '1',
+    "Multiplies the original's bake time (FNV-1a of the pastry mod 100 ms); 0 bakes instantly.",
+  ),
+  PREFETCH: variable(
+    IntFromString(1, 10000),
+    '32',
+    'Messages a consumer holds unacknowledged at once (its concurrency).',
+  ),
+  RETRY_MAX_ATTEMPTS: variable(
+    IntFromString(1, 100),
+    '8',
+    'Times a message is handled before it is dead-lettered after transient errors.',
+  ),
+  RETRY_INITIAL_DELAY_MS: variable(
+    IntFromString(1, 3_600_000),
+    '100',
+    'Delay before the first retry; it doubles on each attempt.',
+  ),
+  RETRY_MAX_DELAY_MS: variable(
+    IntFromString(1, 3_600_000),
+    '5000',
+    'Upper bound of the retry delay.',
+  ),
+  SHUTDOWN_TIMEOUT_MS: variable(
+    IntFromString(0, 600_000),
+    '10000',
+    'How long a stopping role waits for in-flight work before it exits anyway.',
+  ),
+  LOG_LEVEL: variable(LogLevel as t.Type<t.TypeOf<typeof LogLevel>, string, unknown>, 'info', 'Log level (pino).'),
+  JAEGER_UI_URL: variable(
+    UrlString(['http:', 'https:']),
+    'http://localhost:16686',
+    'Jaeger UI, for the trace links Bakery prints.',
+  ),
+} as const
+
+type Variables = typeof variables
+export type Config = { readonly [K in keyof Variables]: t.TypeOf<Variables[K]['codec']> }
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n  ${problems.join('\n  ')}`)
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = []
+  const config: Record<string, unknown> = {}
+  for (const [name, v] of Object.entries(variables) as [keyof Variables, Variable<unknown>][]) {
+    const raw = env[name] ?? v.default
+    const decoded = v.codec.decode(raw)
+    if (isLeft(decoded)) {
+      problems.push(`${name}=${JSON.stringify(raw)} is not a valid ${v.codec.name}: ${v.doc}`)
+    } else {
+      config[name] = decoded.right
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config as Config
+}
+
+/** A URL with its password masked, for log lines. */
+export function redact(url: URL): string {
+  if (!url.password) return url.href
+  const copy = new URL(url.href)
+  copy.password = '***'
+  return copy.href
+}
