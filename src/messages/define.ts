@@ -51,3 +51,8 @@ export function defineMessage<N extends string, V extends number, P extends t.Pr
     create: (payload) => ({ ...payload, $name, $version }),
   }
 }
+
+/** Ends an exhaustive `switch`: a new message type is a compile error until it is handled. */
+export function assertNever(value: never): never {
+  throw new Error(`unhandled case: ${JSON.stringify(value)}`)
+}

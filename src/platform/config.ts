@@ -41,7 +41,15 @@ const UrlString = (protocols: string[]) =>
     (url) => url.href,
   )
 
-const LogLevel = t.keyof({ fatal: null, error: null, warn: null, info: null, debug: null, trace: null, silent: null })
+const LogLevel = t.keyof({
+  fatal: null,
+  error: null,
+  warn: null,
+  info: null,
+  debug: null,
+  trace: null,
+  silent: null,
+})
 
 const NamespaceString = new t.Type<string, string, unknown>(
   'namespace ([A-Za-z0-9_.-]{1,64})',
@@ -62,7 +70,11 @@ const variable = <A>(codec: t.Type<A, string, unknown>, def: string, doc: string
 })
 
 export const variables = {
-  PORT: variable(IntFromString(0, 65535), '8000', 'HTTP port of the reception (0 = any free port).'),
+  PORT: variable(
+    IntFromString(0, 65535),
+    '8000',
+    'HTTP port of the reception (0 = any free port).',
+  ),
   HEALTH_PORT: variable(
     IntFromString(0, 65535),
     '0',
@@ -113,7 +125,11 @@ export const variables = {
     '10000',
     'How long a stopping role waits for in-flight work before it exits anyway.',
   ),
-  LOG_LEVEL: variable(LogLevel as t.Type<t.TypeOf<typeof LogLevel>, string, unknown>, 'info', 'Log level (pino).'),
+  LOG_LEVEL: variable(
+    LogLevel as t.Type<t.TypeOf<typeof LogLevel>, string, unknown>,
+    'info',
+    'Log level (pino).',
+  ),
   JAEGER_UI_URL: variable(
     UrlString(['http:', 'https:']),
     'http://localhost:16686',

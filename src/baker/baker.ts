@@ -1,0 +1,76 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { OrderKey, PlaceOrder } from '../messages'
+import { VersionConflict, type EventStore, type OutboxMessage } from '../platform/event-store'
+import { PermanentFailure } from '../platform/rabbitmq'
+import { planBake, type BakePlan } from './bake-time'
+import {
+  decide,
+  evolve,
+  initialState,
+  InvalidTransition,
+  type BakerCommand,
+  type OrderState,
+} from './order'
+
+export interface BakerDeps {
+  readonly store: EventStore
+  readonly bakeTimeScale: number
+  readonly now: () => Date
+  readonly random: () => number
+  readonly oven?: (ms: number) => Promise<void>
+}
+
+export interface BakeOutcome {
+  readonly plan: BakePlan | undefined
+  readonly state: OrderState
+}
+
+/**
+ * Handles PlaceOrder: take the order into the oven, bake it, take it out. Each step is
+ * load -> decide -> append, so a redelivered command finds the work done and adds nothing.
+ */
+export async function bake(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
+  const started = await execute(deps, command.orderKey, () => ({
+    type: 'StartBaking',
+    at: deps.now(),
+  }))
+  if (started.status !== 'baking') return { plan: undefined, state: started }
+  const plan = planBake(command.pastry, deps.random(), deps.bakeTimeScale)
+  await (deps.oven ?? ((ms) => sleep(ms)))(plan.totalMs)
+  const state = await execute(deps, command.orderKey, () => ({
+    type: 'FinishBaking',
+    at: deps.now(),
+    bakeMs: plan.totalMs,
+    mistake: plan.mistake,
+  }))
+  return { plan, state }
+}
+
+const MAX_CONFLICTS = 5
+
+/** Load, decide, append; on a version conflict another writer won, so decide again on its result. */
+async function execute(
+  { store }: BakerDeps,
+  orderKey: OrderKey,
+  command: () => BakerCommand,
+): Promise<OrderState> {
+  for (let attempt = 1; ; attempt++) {
+    const history = await store.read(orderKey)
+    const state = history.reduce((s, e) => evolve(s, e.event), initialState)
+    let events
+    try {
+      events = decide(command(), state)
+    } catch (error) {
+      if (error instanceof InvalidTransition) throw new PermanentFailure(error.message)
+      throw error
+    }
+    if (events.length === 0) return state
+    const outbox: OutboxMessage[] = events.map((message) => ({ kind: 'event', message }))
+    try {
+      await store.append(orderKey, history.length, events, outbox)
+      return events.reduce(evolve, state)
+    } catch (error) {
+      if (!(error instanceof VersionConflict) || attempt >= MAX_CONFLICTS) throw error
+    }
+  }
+}

@@ -1,0 +1,108 @@
+// The entry point of every Bakery process. It loads nothing instrumented before telemetry starts:
+// each command's module is imported only once OpenTelemetry is in place.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { ConfigError, loadConfig, type Config } from './platform/config'
+import { createLogger, type Logger } from './platform/logger'
+import { startTelemetry } from './platform/telemetry'
+
+type Role = 'reception' | 'baker' | 'projector'
+
+const roles: Record<Role, (config: Config, logger: Logger) => Promise<void>> = {
+  reception: async (config, logger) =>
+    (await import('./reception/main.js')).runReception(config, logger),
+  baker: async (config, logger) => (await import('./baker/main.js')).runBaker(config, logger),
+  projector: async (config, logger) =>
+    (await import('./projections/main.js')).runProjector(config, logger),
+}
+
+const usage = `Usage: bakery <command> [options]
+
+Roles (each runs as its own process; configure with environment variables, see README):
+  reception     the HTTP API: POST /orders, GET /orders/:key (PORT, default 8000)
+  baker         bakes the orders it takes from RabbitMQ
+  projector     folds events into the read model that GET /orders/:key serves
+  dev           runs all three roles for a local try-out (what \`npm start\` runs)
+
+Options:
+  -h, --help    show this help
+
+Examples:
+  npx bakery reception
+  PREFETCH=64 BAKE_TIME_SCALE=0 npx bakery baker
+`
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(usage)
+    return command === undefined ? 2 : 0
+  }
+  if (command === 'dev') return dev(rest)
+  if (!(command in roles)) {
+    process.stderr.write(`bakery: unknown command ${JSON.stringify(command)}\n\n${usage}`)
+    return 2
+  }
+  const role = command as Role
+  let config: Config
+  try {
+    config = loadConfig()
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stderr.write(`bakery ${role}: ${error.message}\n`)
+    return 78 // EX_CONFIG
+  }
+  startTelemetry(`bakery-${role}`)
+  const logger = createLogger(`bakery-${role}`, config.LOG_LEVEL)
+  await roles[role](config, logger)
+  return -1 // keeps running until a signal stops it
+}
+
+/** Runs the three roles as child processes, as a cluster would, and stops them together. */
+async function dev(_args: readonly string[]): Promise<number> {
+  try {
+    loadConfig()
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stderr.write(`bakery dev: ${error.message}\n`)
+    return 78
+  }
+  const children = new Map<Role, ChildProcess>()
+  let stopping = false
+  const stopAll = (signal: NodeJS.Signals) => {
+    stopping = true
+    for (const child of children.values()) if (child.exitCode === null) child.kill(signal)
+  }
+  const exits = (Object.keys(roles) as Role[]).map((role) => {
+    const child = spawn(process.execPath, [...process.execArgv, __filename, role], {
+      stdio: 'inherit',
+    })
+    children.set(role, child)
+    return new Promise<number>((resolve) =>
+      child.on('exit', (code, signal) => {
+        if (!stopping) {
+          process.stderr.write(
+            `bakery dev: ${role} exited (${signal ?? code}); stopping the others\n`,
+          )
+          stopAll('SIGTERM')
+        }
+        resolve(code ?? 1)
+      }),
+    )
+  })
+  process.on('SIGINT', () => stopAll('SIGTERM'))
+  process.on('SIGTERM', () => stopAll('SIGTERM'))
+  const codes = await Promise.all(exits)
+  return codes.every((code) => code === 0) ? 0 : 1
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code
+  },
+  (error: unknown) => {
+    process.stderr.write(
+      `bakery: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    )
+    process.exit(1)
+  },
+)

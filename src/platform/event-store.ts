@@ -1,0 +1,204 @@
+import { context, propagation } from '@opentelemetry/api'
+import * as t from 'io-ts'
+import { isLeft } from 'fp-ts/lib/Either'
+import { PathReporter } from 'io-ts/lib/PathReporter'
+import type { Redis, Result } from 'ioredis'
+import {
+  NonNegativeInt,
+  OrderEvent,
+  Timestamp,
+  timestamp,
+  type BusMessage,
+  type OrderKey,
+} from '../messages'
+import type { Keys } from './keys'
+
+/** W3C trace context headers (`traceparent`, `tracestate`), as a propagator writes them. */
+export type TraceCarrier = Record<string, string>
+
+export interface StoredEvent {
+  /** Position in the order's stream, from 1. */
+  readonly version: number
+  readonly recordedAt: Timestamp
+  readonly event: OrderEvent
+  readonly trace: TraceCarrier
+  /** The entry's id in the stream it was read from. */
+  readonly streamId: string
+}
+
+/** A message the relay must put on the bus because events were appended. */
+export interface OutboxMessage {
+  readonly kind: 'command' | 'event'
+  readonly message: BusMessage
+}
+
+export class VersionConflict extends Error {
+  override readonly name = 'VersionConflict'
+  constructor(
+    readonly orderKey: string,
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(`order ${orderKey} is at version ${actual}, expected ${expected}`)
+  }
+}
+
+/** A stream entry that does not decode: reported with its id, never silently used. */
+export class MalformedEntry extends Error {
+  override readonly name = 'MalformedEntry'
+  constructor(
+    readonly streamId: string,
+    reason: string,
+  ) {
+    super(`stream entry ${streamId} is malformed: ${reason}`)
+  }
+}
+
+// Checks the expected version and appends to the order stream, the global log and the outbox in
+// one atomic step: two writers can never interleave, and an event never exists without the
+// messages that announce it.
+const APPEND = `
+local current = redis.call('XLEN', KEYS[1])
+if current ~= tonumber(ARGV[1]) then
+  return redis.error_reply('WRONGVERSION ' .. current)
+end
+local orderKey, recordedAt, trace = ARGV[2], ARGV[3], ARGV[4]
+local eventCount, i = tonumber(ARGV[5]), 6
+for n = 1, eventCount do
+  local version = current + n
+  local kind, event = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  redis.call('XADD', KEYS[1], '*', 'version', version, 'type', kind, 'event', event,
+    'recordedAt', recordedAt, 'trace', trace)
+  redis.call('XADD', KEYS[2], '*', 'order', orderKey, 'version', version, 'type', kind,
+    'event', event, 'recordedAt', recordedAt, 'trace', trace)
+end
+while i <= #ARGV do
+  redis.call('XADD', KEYS[3], '*', 'order', orderKey, 'kind', ARGV[i], 'message', ARGV[i + 1],
+    'trace', trace)
+  i = i + 2
+end
+return current + eventCount
+`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    bakeryAppend(
+      orderStream: string,
+      events: string,
+      outbox: string,
+      ...args: (string | number)[]
+    ): Result<number, Context>
+  }
+}
+
+const Envelope = t.type({
+  version: t.string,
+  event: t.string,
+  recordedAt: Timestamp,
+  trace: t.string,
+})
+
+const TraceCarrierCodec = t.record(t.string, t.string)
+
+export function parseTrace(raw: string): TraceCarrier {
+  if (raw === '') return {}
+  try {
+    const parsed: unknown = JSON.parse(raw)
+    return TraceCarrierCodec.is(parsed) ? parsed : {}
+  } catch {
+    return {}
+  }
+}
+
+/** The active trace context, to be stored beside what is written so a later hop can continue it. */
+export function currentTrace(): TraceCarrier {
+  const carrier: TraceCarrier = {}
+  propagation.inject(context.active(), carrier)
+  return carrier
+}
+
+/** Decodes one event-log entry (order stream or global log). */
+export function decodeEntry(streamId: string, fields: readonly string[]): StoredEvent {
+  const record: Record<string, string> = {}
+  for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
+  const envelope = Envelope.decode(record)
+  if (isLeft(envelope)) throw new MalformedEntry(streamId, PathReporter.report(envelope).join('; '))
+  const version = NonNegativeInt.decode(Number(envelope.right.version))
+  if (isLeft(version) || version.right < 1)
+    throw new MalformedEntry(
+      streamId,
+      `version ${envelope.right.version} is not a positive integer`,
+    )
+  let json: unknown
+  try {
+    json = JSON.parse(envelope.right.event)
+  } catch {
+    throw new MalformedEntry(streamId, 'event is not JSON')
+  }
+  const event = OrderEvent.decode(json)
+  if (isLeft(event)) throw new MalformedEntry(streamId, PathReporter.report(event).join('; '))
+  return {
+    version: version.right,
+    recordedAt: envelope.right.recordedAt,
+    event: event.right,
+    trace: parseTrace(envelope.right.trace),
+    streamId,
+  }
+}
+
+/** The event log: one Redis stream per order plus one global stream, and the outbox beside them. */
+export class EventStore {
+  constructor(
+    private readonly redis: Redis,
+    readonly keys: Keys,
+    private readonly now: () => Date = () => new Date(),
+  ) {
+    redis.defineCommand('bakeryAppend', { numberOfKeys: 3, lua: APPEND })
+  }
+
+  /**
+   * Appends `events` to the order's stream if it is at `expectedVersion` (0: the stream must not
+   * exist), with `outbox` messages to be relayed. Returns the new version.
+   * @throws VersionConflict when another writer got there first.
+   */
+  async append(
+    orderKey: OrderKey,
+    expectedVersion: number,
+    events: readonly OrderEvent[],
+    outbox: readonly OutboxMessage[],
+  ): Promise<number> {
+    const args: (string | number)[] = [
+      expectedVersion,
+      orderKey,
+      timestamp(this.now()),
+      JSON.stringify(currentTrace()),
+      events.length,
+    ]
+    for (const event of events) args.push(event.$name, JSON.stringify(event))
+    for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))
+    try {
+      return await this.redis.bakeryAppend(
+        this.keys.orderStream(orderKey),
+        this.keys.events,
+        this.keys.outbox,
+        ...args,
+      )
+    } catch (error) {
+      const match = error instanceof Error ? /^WRONGVERSION (\d+)/.exec(error.message) : null
+      if (match) throw new VersionConflict(orderKey, expectedVersion, Number(match[1]))
+      throw error
+    }
+  }
+
+  /** How many events the order has (0: no such order). */
+  async version(orderKey: OrderKey): Promise<number> {
+    return this.redis.xlen(this.keys.orderStream(orderKey))
+  }
+
+  /** The order's whole history, oldest first; empty when the order does not exist. */
+  async read(orderKey: OrderKey): Promise<StoredEvent[]> {
+    const entries = await this.redis.xrange(this.keys.orderStream(orderKey), '-', '+')
+    return entries.map(([id, fields]) => decodeEntry(id, fields))
+  }
+}

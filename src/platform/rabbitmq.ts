@@ -1,0 +1,521 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import amqp, {
+  type Channel,
+  type ChannelModel,
+  type ConfirmChannel,
+  type ConsumeMessage,
+  type Options,
+} from 'amqplib'
+import {
+  HandlerDispatchRejected,
+  type BusInstance,
+  type CoreDependencies,
+  type Receiver,
+  type Transport,
+  type TransportMessage,
+} from '@node-ts/bus-core'
+import type { Command, Event, MessageAttributes } from '@node-ts/bus-messages'
+import * as t from 'io-ts'
+import { isLeft } from 'fp-ts/lib/Either'
+import { PathReporter } from 'io-ts/lib/PathReporter'
+import type { AnyMessageDefinition } from '../messages'
+import { redact } from './config'
+import type { Logger } from './logger'
+
+/**
+ * Bakery's RabbitMQ transport for @node-ts/bus-core. It keeps @node-ts/bus-rabbitmq's topology and
+ * wire format (a durable fanout exchange per message `$name`, service queues bound to them, the
+ * `attributes` / `stickyAttributes` headers as JSON, `correlationId` and `messageId` properties),
+ * and fixes where that package loses or stalls messages: see docs/architecture.md.
+ */
+
+export interface QueueSpec {
+  readonly name: string
+  readonly messages: readonly AnyMessageDefinition[]
+}
+
+export interface Topology {
+  readonly queues: readonly QueueSpec[]
+  readonly deadLetterQueue: string
+}
+
+export interface RetryPolicy {
+  readonly maxAttempts: number
+  readonly initialDelayMs: number
+  readonly maxDelayMs: number
+}
+
+/** Delay before attempt `attempt + 1`, after `attempt` attempts failed. */
+export function retryDelay(policy: RetryPolicy, attempt: number): number {
+  return Math.min(policy.initialDelayMs * 2 ** (attempt - 1), policy.maxDelayMs)
+}
+
+export const retryQueueName = (queue: string, delayMs: number) => `${queue}.retry.${delayMs}ms`
+
+/** Headers Bakery adds to a message it retries or dead-letters. */
+export const Headers = {
+  attempt: 'x-bakery-attempt',
+  reason: 'x-bakery-reason',
+  queue: 'x-bakery-queue',
+  failedAt: 'x-bakery-failed-at',
+} as const
+
+/** A message that can never be handled: dead-lettered at once, never retried. */
+export class PoisonMessage extends Error {
+  override readonly name = 'PoisonMessage'
+}
+
+/** Thrown by a handler when retrying cannot help (the data is wrong, not the world). */
+export class PermanentFailure extends Error {
+  override readonly name: string = 'PermanentFailure'
+}
+
+export class BrokerUnavailable extends Error {
+  override readonly name = 'BrokerUnavailable'
+  constructor() {
+    super('not connected to RabbitMQ')
+  }
+}
+
+export interface RabbitTransportOptions {
+  readonly url: URL
+  readonly topology: Topology
+  readonly retry: RetryPolicy
+  readonly logger: Logger
+  /** The queue this process consumes, if any, and how many messages it holds at once. */
+  readonly consume?: { readonly queue: string; readonly prefetch: number }
+}
+
+const AttributeMap = t.record(t.string, t.union([t.string, t.number, t.boolean]))
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<ConsumeMessage> {
+  private readonly log: Logger
+  private readonly accepted: ReadonlyMap<string, AnyMessageDefinition>
+  private connection: ChannelModel | undefined
+  private publisher: ConfirmChannel | undefined
+  private consumer: { channel: Channel; tag: string } | undefined
+  private bus: BusInstance | undefined
+  private connected = false
+  private closing = false
+  private running: Promise<void> | undefined
+  private wake: (() => void) | undefined
+  private readonly inFlight = new Set<Promise<void>>()
+  private readonly readyWaiters = new Set<() => void>()
+
+  constructor(private readonly options: RabbitTransportOptions) {
+    this.log = options.logger.child({ component: 'rabbitmq' })
+    const queue = options.topology.queues.find((q) => q.name === options.consume?.queue)
+    if (options.consume && !queue)
+      throw new Error(`queue ${options.consume.queue} is not in the topology`)
+    this.accepted = new Map((queue?.messages ?? []).map((m) => [m.$name, m]))
+  }
+
+  /** Connected, with the whole topology declared (and consuming, where this process consumes). */
+  get isReady(): boolean {
+    return this.connected
+  }
+
+  /** Resolves once the transport is ready, or after `timeoutMs`; says which. */
+  async waitUntilReady(timeoutMs: number): Promise<boolean> {
+    if (this.connected) return true
+    let done: () => void = () => {}
+    const ready = new Promise<void>((resolve) => (done = resolve))
+    this.readyWaiters.add(done)
+    const timer = sleep(timeoutMs, undefined, { ref: false })
+    await Promise.race([ready, timer])
+    this.readyWaiters.delete(done)
+    return this.connected
+  }
+
+  prepare(_core: CoreDependencies): void {}
+
+  /** Starts connecting in the background: a role must run (and say why it waits) without a broker. */
+  async connect(): Promise<void> {
+    this.running ??= this.run()
+    return Promise.resolve()
+  }
+
+  /** Starts handing deliveries to `bus.receive`; consuming begins as soon as the broker is there. */
+  startConsuming(bus: BusInstance): void {
+    this.bus = bus
+    if (this.connected) void this.consume().catch((error) => this.dropConnection(error))
+  }
+
+  /** Stops taking deliveries and waits for those in hand to be acknowledged or handed back. */
+  async stopConsuming(): Promise<void> {
+    this.bus = undefined
+    const consumer = this.consumer
+    this.consumer = undefined
+    if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => undefined)
+    await Promise.allSettled([...this.inFlight])
+  }
+
+  async disconnect(): Promise<void> {
+    this.closing = true
+    await this.stopConsuming()
+    await this.connection?.close().catch(() => undefined)
+    this.wake?.()
+    await this.running
+  }
+
+  async publish<TEvent extends Event>(
+    event: TEvent,
+    attributes?: MessageAttributes,
+  ): Promise<void> {
+    await this.publishMessage(event, attributes)
+  }
+
+  async send<TCommand extends Command>(
+    command: TCommand,
+    attributes?: MessageAttributes,
+  ): Promise<void> {
+    await this.publishMessage(command, attributes)
+  }
+
+  async fail(message: TransportMessage<unknown>): Promise<void> {
+    const raw = message.raw as ConsumeMessage
+    await this.deadLetter(raw, 'failed by its handler', this.attemptOf(raw))
+  }
+
+  /** Unused: Bakery consumes by push (`basic.consume`) through the Receiver interface. */
+  async readNextMessage(): Promise<undefined> {
+    return Promise.resolve(undefined)
+  }
+
+  /** Unused in receiver mode: the transport acknowledges once `bus.receive` settles. */
+  async deleteMessage(): Promise<void> {}
+
+  /** Unused in receiver mode: failures are retried or dead-lettered by the transport itself. */
+  async returnMessage(): Promise<void> {}
+
+  /** Decodes a delivery; anything that can never be handled is a PoisonMessage. */
+  async receive(raw: ConsumeMessage): Promise<TransportMessage<ConsumeMessage>> {
+    let text: string
+    try {
+      text = utf8.decode(raw.content)
+    } catch {
+      throw new PoisonMessage('the body is not valid UTF-8')
+    }
+    let body: unknown
+    try {
+      body = JSON.parse(text)
+    } catch {
+      throw new PoisonMessage('the body is not JSON')
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw new PoisonMessage('the body is not a JSON object')
+    const name = (body as { $name?: unknown }).$name
+    if (typeof name !== 'string') throw new PoisonMessage('the body has no string $name')
+    const definition = this.accepted.get(name)
+    if (!definition)
+      throw new PoisonMessage(
+        `${name} is not a message that ${this.options.consume?.queue} handles`,
+      )
+    const decoded = definition.codec.decode(body)
+    if (isLeft(decoded))
+      throw new PoisonMessage(
+        `the body is not a valid ${name} v${definition.$version}: ${PathReporter.report(decoded).join('; ')}`,
+      )
+    const headers = raw.properties.headers ?? {}
+    return Promise.resolve({
+      id: typeof raw.properties.messageId === 'string' ? raw.properties.messageId : undefined,
+      raw,
+      domainMessage: decoded.right as Command | Event,
+      attributes: {
+        correlationId:
+          typeof raw.properties.correlationId === 'string'
+            ? raw.properties.correlationId
+            : undefined,
+        attributes: parseAttributeHeader(headers, 'attributes'),
+        stickyAttributes: parseAttributeHeader(headers, 'stickyAttributes'),
+      },
+    })
+  }
+
+  private async publishMessage(
+    message: Command | Event,
+    attributes: MessageAttributes = { attributes: {}, stickyAttributes: {} },
+  ): Promise<void> {
+    await this.publishConfirmed(message.$name, '', Buffer.from(JSON.stringify(message)), {
+      correlationId: attributes.correlationId,
+      messageId: randomUUID(),
+      type: message.$name,
+      timestamp: Math.floor(Date.now() / 1000),
+      headers: {
+        attributes: JSON.stringify(attributes.attributes),
+        stickyAttributes: JSON.stringify(attributes.stickyAttributes),
+        'x-bakery-sent-at': Date.now(),
+      },
+    })
+  }
+
+  /** Publishes a persistent message and resolves only once the broker confirmed it. */
+  private publishConfirmed(
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: Options.Publish,
+  ): Promise<void> {
+    const channel = this.publisher
+    if (!channel || !this.connected) return Promise.reject(new BrokerUnavailable())
+    return new Promise((resolve, reject) => {
+      channel.publish(
+        exchange,
+        routingKey,
+        content,
+        { ...options, persistent: true, contentType: 'application/json' },
+        (error) =>
+          error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(),
+      )
+    })
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0
+    while (!this.closing) {
+      try {
+        await this.open()
+        if (failures > 0) this.log.info({ url: redact(this.options.url) }, 'RabbitMQ is back')
+        failures = 0
+        await new Promise<void>((resolve) => {
+          this.connection?.once('close', () => resolve())
+          this.wake = resolve
+        })
+        if (!this.closing) this.log.warn('lost the connection to RabbitMQ; reconnecting')
+      } catch (error) {
+        if (this.closing) break
+        failures += 1
+        if (failures === 1 || failures % 20 === 0)
+          this.log.error(
+            `cannot reach RabbitMQ at ${redact(this.options.url)} (${describe(error)}); ` +
+              'is it running? (rabbitmq-server -detached) - retrying',
+          )
+        await this.connection?.close().catch(() => undefined)
+      } finally {
+        this.connected = false
+        this.publisher = undefined
+        this.consumer = undefined
+        this.connection = undefined
+      }
+      if (!this.closing) await this.pause(Math.min(100 * 2 ** failures, 5000))
+    }
+  }
+
+  private async pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  }
+
+  private async open(): Promise<void> {
+    const connection = await amqp.connect(this.options.url.href, {
+      noDelay: true,
+      clientProperties: {
+        connection_name: `bakery ${this.options.consume?.queue ?? 'sender'} ${process.pid}`,
+      },
+    })
+    this.connection = connection
+    connection.on('error', (error) => this.log.warn({ err: error }, 'RabbitMQ connection error'))
+    const publisher = await connection.createConfirmChannel()
+    publisher.on('error', (error) => this.dropConnection(error))
+    publisher.on('close', () => this.dropConnection())
+    await this.declare(publisher)
+    this.publisher = publisher
+    this.connected = true
+    if (this.bus) await this.consume()
+    for (const waiter of this.readyWaiters) waiter()
+    this.log.info({ url: redact(this.options.url) }, 'connected to RabbitMQ, topology declared')
+  }
+
+  /** Every side declares the whole topology, so a message sent before its consumer ran is kept. */
+  private async declare(channel: Channel): Promise<void> {
+    const { queues, deadLetterQueue } = this.options.topology
+    await channel.assertQueue(deadLetterQueue, { durable: true })
+    for (const queue of queues) {
+      await channel.assertQueue(queue.name, { durable: true })
+      for (const message of queue.messages) {
+        await channel.assertExchange(message.$name, 'fanout', { durable: true })
+        await channel.bindQueue(queue.name, message.$name, '')
+      }
+      for (const delay of this.retryDelays()) {
+        await channel.assertQueue(retryQueueName(queue.name, delay), {
+          durable: true,
+          arguments: {
+            'x-message-ttl': delay,
+            'x-dead-letter-exchange': '',
+            'x-dead-letter-routing-key': queue.name,
+          },
+        })
+      }
+    }
+  }
+
+  private retryDelays(): number[] {
+    const delays = new Set<number>()
+    for (let attempt = 1; attempt < this.options.retry.maxAttempts; attempt++)
+      delays.add(retryDelay(this.options.retry, attempt))
+    return [...delays]
+  }
+
+  private async consume(): Promise<void> {
+    const { connection, bus } = this
+    const settings = this.options.consume
+    if (!connection || !bus || !settings || this.consumer) return
+    const channel = await connection.createChannel()
+    channel.on('error', (error) => this.dropConnection(error))
+    channel.on('close', () => this.dropConnection())
+    await channel.prefetch(settings.prefetch)
+    const { consumerTag } = await channel.consume(settings.queue, (delivery) => {
+      if (delivery === null)
+        return this.dropConnection(new Error('the broker cancelled the consumer'))
+      const handling = this.handle(channel, delivery, bus).finally(() =>
+        this.inFlight.delete(handling),
+      )
+      this.inFlight.add(handling)
+    })
+    this.consumer = { channel, tag: consumerTag }
+  }
+
+  private dropConnection(error?: unknown): void {
+    if (this.closing || !this.connection) return
+    if (error) this.log.warn({ err: error }, 'RabbitMQ channel failed; reconnecting')
+    void this.connection.close().catch(() => undefined)
+  }
+
+  private async handle(
+    channel: Channel,
+    delivery: ConsumeMessage,
+    bus: BusInstance,
+  ): Promise<void> {
+    try {
+      await bus.receive(delivery)
+      channel.ack(delivery)
+    } catch (error) {
+      await this.settleFailure(channel, delivery, unwrap(error))
+    }
+  }
+
+  private async settleFailure(
+    channel: Channel,
+    delivery: ConsumeMessage,
+    error: Error,
+  ): Promise<void> {
+    const attempt = this.attemptOf(delivery)
+    const reason = `${error.name}: ${error.message}`
+    try {
+      if (error instanceof PoisonMessage || error instanceof PermanentFailure) {
+        await this.deadLetter(delivery, reason, attempt)
+      } else if (attempt >= this.options.retry.maxAttempts) {
+        await this.deadLetter(delivery, `gave up after ${attempt} attempts: ${reason}`, attempt)
+      } else {
+        const delay = retryDelay(this.options.retry, attempt)
+        await this.publishConfirmed(
+          '',
+          retryQueueName(this.options.consume!.queue, delay),
+          delivery.content,
+          {
+            ...copyProperties(delivery),
+            headers: {
+              ...delivery.properties.headers,
+              [Headers.attempt]: attempt + 1,
+              [Headers.reason]: reason,
+            },
+          },
+        )
+        this.log.warn(
+          { err: error, attempt, retryInMs: delay, messageType: delivery.properties.type },
+          'handler failed; will retry',
+        )
+      }
+      channel.ack(delivery)
+    } catch (settleError) {
+      // Neither retried nor dead-lettered: hand the message back so that it is not lost.
+      this.log.warn({ err: settleError }, 'could not retry or dead-letter a message; returning it')
+      await sleep(1000)
+      try {
+        channel.nack(delivery, false, true)
+      } catch {
+        // The channel is gone; the broker redelivers the message anyway.
+      }
+    }
+  }
+
+  private async deadLetter(
+    delivery: ConsumeMessage,
+    reason: string,
+    attempt: number,
+  ): Promise<void> {
+    const queue = this.options.consume?.queue ?? ''
+    await this.publishConfirmed('', this.options.topology.deadLetterQueue, delivery.content, {
+      ...copyProperties(delivery),
+      headers: {
+        ...delivery.properties.headers,
+        [Headers.reason]: reason,
+        [Headers.queue]: queue,
+        [Headers.failedAt]: new Date().toISOString(),
+        [Headers.attempt]: attempt,
+      },
+    })
+    this.log.error(
+      {
+        reason,
+        queue,
+        messageType: delivery.properties.type,
+        messageId: delivery.properties.messageId,
+      },
+      'message dead-lettered',
+    )
+  }
+
+  private attemptOf(delivery: ConsumeMessage): number {
+    const value: unknown = delivery.properties.headers?.[Headers.attempt]
+    return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 ? value : 1
+  }
+}
+
+function parseAttributeHeader(
+  headers: Record<string, unknown>,
+  name: string,
+): Record<string, string | number | boolean> {
+  const value = headers[name]
+  if (value === undefined || value === null) return {}
+  const text = Buffer.isBuffer(value) ? value.toString('utf8') : value
+  if (typeof text !== 'string') throw new PoisonMessage(`the ${name} header is not a JSON string`)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    throw new PoisonMessage(`the ${name} header is not JSON`)
+  }
+  if (!AttributeMap.is(parsed) || Array.isArray(parsed))
+    throw new PoisonMessage(`the ${name} header is not an object of strings, numbers and booleans`)
+  return parsed
+}
+
+function copyProperties(delivery: ConsumeMessage): Options.Publish {
+  const p = delivery.properties
+  return {
+    correlationId: p.correlationId as string | undefined,
+    messageId: p.messageId as string | undefined,
+    type: p.type as string | undefined,
+    timestamp: p.timestamp as number | undefined,
+    appId: p.appId as string | undefined,
+  }
+}
+
+/** bus-core wraps handler errors; the first one is what the transport acts on. */
+function unwrap(error: unknown): Error {
+  if (error instanceof HandlerDispatchRejected && error.rejections[0])
+    return unwrap(error.rejections[0])
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}

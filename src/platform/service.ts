@@ -1,0 +1,167 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Bus, type BusInstance } from '@node-ts/bus-core'
+import type { MessageAttributes } from '@node-ts/bus-messages'
+import type { Redis } from 'ioredis'
+import type { AnyMessageDefinition, MessageOf } from '../messages'
+import type { Config } from './config'
+import { EventStore } from './event-store'
+import { keys, type Keys } from './keys'
+import { busLoggerFactory, type Logger } from './logger'
+import { OutboxRelay } from './outbox-relay'
+import { RabbitTransport } from './rabbitmq'
+import { connectRedis } from './redis'
+import { topology } from './topology'
+
+export interface MessageHandler<D extends AnyMessageDefinition = AnyMessageDefinition> {
+  readonly message: D
+  readonly handle: (message: MessageOf<D>, attributes: MessageAttributes) => Promise<void>
+}
+
+export const handlerFor = <D extends AnyMessageDefinition>(
+  message: D,
+  handle: (message: MessageOf<D>, attributes: MessageAttributes) => Promise<void>,
+): MessageHandler => ({ message, handle: handle as MessageHandler['handle'] })
+
+export interface ServiceOptions {
+  readonly config: Config
+  readonly logger: Logger
+  /** The queue this role consumes and its handlers; none for a role that only sends. */
+  readonly consume?: {
+    readonly queue: string
+    readonly handlers: (storage: Storage) => readonly MessageHandler[]
+  }
+  /** Whether this role relays the outbox to the bus. */
+  readonly relay: boolean
+}
+
+export interface Storage {
+  readonly redis: Redis
+  readonly keys: Keys
+  readonly store: EventStore
+}
+
+/** The platform every role stands on: Redis, the event store, the bus and the outbox relay. */
+export interface Service extends Storage {
+  readonly bus: BusInstance
+  readonly transport: RabbitTransport
+  /** Connected to Redis and RabbitMQ, topology declared. */
+  readonly isReady: () => boolean
+  /** Stops taking work, finishes or hands back what is in hand, closes connections. */
+  readonly stop: () => Promise<void>
+}
+
+export async function startService({
+  config,
+  logger,
+  consume,
+  relay,
+}: ServiceOptions): Promise<Service> {
+  const namespace = keys(config.BAKERY_NAMESPACE)
+  // Consumers hold commands while Redis is away (the message waits); the reception fails fast.
+  const redis = connectRedis(config.REDIS_URL, logger, { failFast: !consume, name: 'commands' })
+  const store = new EventStore(redis, namespace)
+  const transport = new RabbitTransport({
+    url: config.AMQP_URL,
+    topology,
+    logger,
+    retry: {
+      maxAttempts: config.RETRY_MAX_ATTEMPTS,
+      initialDelayMs: config.RETRY_INITIAL_DELAY_MS,
+      maxDelayMs: config.RETRY_MAX_DELAY_MS,
+    },
+    ...(consume ? { consume: { queue: consume.queue, prefetch: config.PREFETCH } } : {}),
+  })
+  let configuration = Bus.configure()
+    .withTransport(transport)
+    .withLogger(busLoggerFactory(logger))
+    .withConcurrency(config.PREFETCH)
+  if (consume) {
+    configuration = configuration.withReceiver(transport)
+    for (const { message, handle } of consume.handlers({ redis, keys: namespace, store }))
+      configuration = configuration.withHandler({
+        messageType: message.Class,
+        messageHandler: handle,
+      })
+  } else {
+    configuration = configuration.asSendOnly()
+  }
+  const bus = configuration.build()
+  await bus.initialize()
+  if (consume) transport.startConsuming(bus)
+
+  const relayRedis = relay
+    ? connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'relay' })
+    : undefined
+  const outboxRelay =
+    relayRedis && new OutboxRelay({ redis: relayRedis, outboxKey: namespace.outbox, bus, logger })
+  outboxRelay?.start()
+
+  return {
+    redis,
+    keys: namespace,
+    store,
+    bus,
+    transport,
+    isReady: () => redis.status === 'ready' && transport.isReady,
+    stop: async () => {
+      await transport.stopConsuming()
+      await outboxRelay?.stop()
+      await bus.dispose()
+      await redis.quit().catch(() => redis.disconnect())
+    },
+  }
+}
+
+/** Runs `stop` on SIGTERM or SIGINT, then exits: 0 if it finished in time, 1 if not. */
+export function exitOnSignal(logger: Logger, timeoutMs: number, stop: () => Promise<void>): void {
+  let stopping = false
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn(`${signal} again: exiting now`)
+      process.exit(1)
+    }
+    stopping = true
+    logger.info(`${signal}: stopping (at most ${timeoutMs} ms)`)
+    const timer = setTimeout(() => {
+      logger.error('in-flight work did not finish in time; exiting anyway')
+      process.exit(1)
+    }, timeoutMs)
+    timer.unref()
+    stop().then(
+      () => {
+        logger.info('stopped')
+        process.exit(0)
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'stopping failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+}
+
+/** `/healthz` and `/readyz` for roles without an HTTP API of their own. */
+export async function startHealthServer(
+  port: number,
+  isReady: () => boolean,
+  logger: Logger,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = req.url?.split('?')[0]
+    const [status, body] =
+      path === '/healthz'
+        ? [200, { status: 'alive' }]
+        : path === '/readyz'
+          ? isReady()
+            ? [200, { status: 'ready' }]
+            : [503, { status: 'not ready' }]
+          : [404, { title: 'Not Found', status: 404 }]
+    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body))
+  })
+  await new Promise<void>((resolve) => server.listen(port, resolve))
+  logger.info({ port: (server.address() as AddressInfo).port }, 'health endpoints listening')
+  return server
+}

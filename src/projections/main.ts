@@ -1,0 +1,30 @@
+import { orderEvents } from '../messages'
+import type { Config } from '../platform/config'
+import type { Logger } from '../platform/logger'
+import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
+import { queues } from '../platform/topology'
+import { projectOrder } from './projector'
+import { ViewStore } from './view-store'
+
+export async function runProjector(config: Config, logger: Logger): Promise<void> {
+  const service = await startService({
+    config,
+    logger,
+    relay: false,
+    consume: {
+      queue: queues.projector,
+      handlers: ({ store, redis, keys }) => {
+        const deps = { store, views: new ViewStore(redis, keys) }
+        return orderEvents.map((event) =>
+          handlerFor(event, (message) => projectOrder(deps, message)),
+        )
+      },
+    },
+  })
+  const health = await startHealthServer(config.HEALTH_PORT, service.isReady, logger)
+  logger.info({ queue: queues.projector, prefetch: config.PREFETCH }, 'projector is folding events')
+  exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
+    await service.stop()
+    health.close()
+  })
+}

@@ -1,0 +1,88 @@
+import type { Context, Next } from 'koa'
+import type { Logger } from '../platform/logger'
+
+/** A client-facing error, rendered as RFC 9457 `application/problem+json`. */
+export class Problem extends Error {
+  constructor(
+    readonly status: number,
+    readonly title: string,
+    readonly detail: string,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail)
+  }
+
+  get type(): string {
+    return `/problems/${this.title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`
+  }
+}
+
+export interface FieldError {
+  /** Where in the body, as a JSON Pointer (RFC 6901), e.g. `/customer`. */
+  readonly path: string
+  readonly message: string
+}
+
+export const problems = {
+  notFound: (detail: string) => new Problem(404, 'Not Found', detail),
+  methodNotAllowed: (method: string, allowed: readonly string[]) =>
+    new Problem(
+      405,
+      'Method Not Allowed',
+      `${method} is not allowed here; use ${allowed.join(' or ')}`,
+      {},
+      { allow: allowed.join(', ') },
+    ),
+  badRequest: (detail: string) => new Problem(400, 'Bad Request', detail),
+  invalidOrder: (errors: readonly FieldError[]) =>
+    new Problem(400, 'Invalid Order', errors.map((e) => `${e.path}: ${e.message}`).join('; '), {
+      errors,
+    }),
+  tooLarge: (limit: number) =>
+    new Problem(413, 'Content Too Large', `the body must be at most ${limit} bytes`),
+  unsupportedMediaType: (got: string | undefined) =>
+    new Problem(
+      415,
+      'Unsupported Media Type',
+      `send the order as application/json (UTF-8)${got ? `, not ${got}` : ''}`,
+    ),
+  unavailable: (detail: string) =>
+    new Problem(503, 'Service Unavailable', detail, {}, { 'retry-after': '1' }),
+}
+
+/**
+ * The one place errors become responses. A Problem says what to fix; anything else is a 500
+ * whose body carries nothing internal.
+ */
+export function problemMiddleware(logger: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next()
+      if (ctx.body === undefined || ctx.body === null) {
+        if (ctx.status === 404) throw problems.notFound(`there is nothing at ${ctx.path}`)
+        // The router answers 405 (or 501 for a method it does not know) with an Allow header.
+        if (ctx.status === 405 || ctx.status === 501)
+          throw problems.methodNotAllowed(ctx.method, ctx.response.get('allow').split(/,\s*/))
+      }
+    } catch (error) {
+      const problem =
+        error instanceof Problem
+          ? error
+          : new Problem(500, 'Internal Server Error', 'something went wrong on our side')
+      if (!(error instanceof Problem))
+        logger.error({ err: error, path: ctx.path }, 'request failed')
+      ctx.status = problem.status
+      ctx.set(problem.headers)
+      ctx.type = 'application/problem+json'
+      ctx.body = {
+        type: problem.type,
+        title: problem.title,
+        status: problem.status,
+        detail: problem.detail,
+        instance: ctx.path.length <= 256 ? ctx.path : undefined,
+        ...problem.extra,
+      }
+    }
+  }
+}
