@@ -73,8 +73,10 @@ async function dev(_args: readonly string[]): Promise<number> {
     for (const child of children.values()) if (child.exitCode === null) child.kill(signal)
   }
   const exits = (Object.keys(roles) as Role[]).map((role) => {
+    // Each child has its own process group, so a Ctrl-C reaches it once: forwarded from here.
     const child = spawn(process.execPath, [...process.execArgv, __filename, role], {
       stdio: 'inherit',
+      detached: true,
     })
     children.set(role, child)
     return new Promise<number>((resolve) =>
@@ -91,6 +93,7 @@ async function dev(_args: readonly string[]): Promise<number> {
   })
   process.on('SIGINT', () => stopAll('SIGTERM'))
   process.on('SIGTERM', () => stopAll('SIGTERM'))
+  process.on('exit', () => stopAll('SIGKILL'))
   const codes = await Promise.all(exits)
   return codes.every((code) => code === 0) ? 0 : 1
 }
