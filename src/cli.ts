@@ -15,6 +15,22 @@ const roles: Record<Role, (config: Config, logger: Logger) => Promise<void>> = {
     (await import('./projections/main.js')).runProjector(config, logger),
 }
 
+/**
+ * Tools run once and exit with a code. Each takes its own arguments, answers --help, and reads
+ * configuration through loadConfig like the roles.
+ */
+interface Tool {
+  readonly summary: string
+  readonly run: () => Promise<(argv: readonly string[]) => Promise<number>>
+}
+
+const tools: Record<string, Tool> = {
+  load: {
+    summary: 'drives orders into a running reception and reports how they fared',
+    run: async () => (await import('./load.js')).runLoad,
+  },
+}
+
 const usage = `Usage: bakery <command> [options]
 
 Roles (each runs as its own process; configure with environment variables, see README):
@@ -22,6 +38,11 @@ Roles (each runs as its own process; configure with environment variables, see R
   baker         bakes the orders it takes from RabbitMQ
   projector     folds events into the read model that GET /orders/:key serves
   dev           runs all three roles for a local try-out (what \`npm start\` runs)
+
+Tools (each answers --help):
+${Object.entries(tools)
+  .map(([name, tool]) => `  ${name.padEnd(14)}${tool.summary}`)
+  .join('\n')}
 
 Options:
   -h, --help    show this help
@@ -38,6 +59,8 @@ async function main(argv: readonly string[]): Promise<number> {
     return command === undefined ? 2 : 0
   }
   if (command === 'dev') return dev(rest)
+  const tool = tools[command]
+  if (tool) return (await tool.run())(rest)
   if (!(command in roles)) {
     process.stderr.write(`bakery: unknown command ${JSON.stringify(command)}\n\n${usage}`)
     return 2
