@@ -132,11 +132,7 @@ async function placeOrder(base: URL, customer: string, pastry: string): Promise<
     if (typeof orderKey !== 'string') return { ok: false, reason: '202 without an orderKey', ms }
     return { ok: true, orderKey, ms }
   } catch (error) {
-    return {
-      ok: false,
-      reason: error instanceof Error ? error.message : String(error),
-      ms: elapsed(),
-    }
+    return { ok: false, reason: describe(error), ms: elapsed() }
   }
 }
 
