@@ -74,8 +74,8 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`bakery ${role}: ${error.message}\n`)
     return 78 // EX_CONFIG
   }
-  startTelemetry(`bakery-${role}`)
   const logger = createLogger(`bakery-${role}`, config.LOG_LEVEL)
+  startTelemetry(`bakery-${role}`, logger)
   await roles[role](config, logger)
   return -1 // keeps running until a signal stops it
 }

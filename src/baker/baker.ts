@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { OrderKey, PlaceOrder } from '../messages'
 import { VersionConflict, type EventStore, type OutboxMessage } from '../platform/event-store'
 import { PermanentFailure } from '../platform/rabbitmq'
+import { Attr, inSpan, messageSentAt } from '../platform/tracing'
 import { planBake, type BakePlan } from './bake-time'
 import {
   decide,
@@ -28,8 +29,26 @@ export interface BakeOutcome {
 /**
  * Handles PlaceOrder: take the order into the oven, bake it, take it out. Each step is
  * load -> decide -> append, so a redelivered command finds the work done and adds nothing.
+ * All of it is the `bake` span, whose events' messages continue the trace.
  */
 export async function bake(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
+  const attributes = { [Attr.orderKey]: command.orderKey, [Attr.pastry]: command.pastry }
+  return inSpan('bake', attributes, async (span) => {
+    const orderedAt = Date.parse(command.orderTime)
+    const queuedSince = messageSentAt() ?? orderedAt
+    span.setAttribute(Attr.timeOnQueueMs, Math.max(0, deps.now().getTime() - queuedSince))
+    const outcome = await bakeOrder(deps, command)
+    span.setAttribute(Attr.orderStatus, outcome.state.status)
+    if (outcome.plan) {
+      span.setAttribute(Attr.mistake, outcome.plan.mistake)
+      span.setAttribute(Attr.bakeMs, outcome.plan.totalMs)
+      span.setAttribute(Attr.timeToCompletionMs, deps.now().getTime() - orderedAt)
+    }
+    return outcome
+  })
+}
+
+async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
   const started = await execute(deps, command.orderKey, () => ({
     type: 'StartBaking',
     at: deps.now(),

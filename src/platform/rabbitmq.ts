@@ -22,6 +22,7 @@ import { PathReporter } from 'io-ts/lib/PathReporter'
 import type { AnyMessageDefinition } from '../messages'
 import { redact } from './config'
 import type { Logger } from './logger'
+import { SENT_AT_HEADER, tracePublish, traceProcess } from './tracing'
 
 /**
  * Bakery's RabbitMQ transport for @node-ts/bus-core. It keeps @node-ts/bus-rabbitmq's topology and
@@ -238,17 +239,30 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     message: Command | Event,
     attributes: MessageAttributes = { attributes: {}, stickyAttributes: {} },
   ): Promise<void> {
-    await this.publishConfirmed(message.$name, '', Buffer.from(JSON.stringify(message)), {
+    const content = Buffer.from(JSON.stringify(message))
+    const messageId = randomUUID()
+    const orderKey = (message as { orderKey?: unknown }).orderKey
+    const span = {
+      destination: message.$name,
+      messageId,
       correlationId: attributes.correlationId,
-      messageId: randomUUID(),
-      type: message.$name,
-      timestamp: Math.floor(Date.now() / 1000),
-      headers: {
-        attributes: JSON.stringify(attributes.attributes),
-        stickyAttributes: JSON.stringify(attributes.stickyAttributes),
-        'x-bakery-sent-at': Date.now(),
-      },
-    })
+      orderKey: typeof orderKey === 'string' ? orderKey : undefined,
+      bodySize: content.length,
+      broker: this.options.url,
+    }
+    await tracePublish(span, attributes.attributes, (traced) =>
+      this.publishConfirmed(message.$name, '', content, {
+        correlationId: attributes.correlationId,
+        messageId,
+        type: message.$name,
+        timestamp: Math.floor(Date.now() / 1000),
+        headers: {
+          attributes: JSON.stringify(traced),
+          stickyAttributes: JSON.stringify(attributes.stickyAttributes),
+          [SENT_AT_HEADER]: Date.now(),
+        },
+      }),
+    )
   }
 
   /** Publishes a persistent message and resolves only once the broker confirmed it. */
@@ -394,7 +408,10 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     bus: BusInstance,
   ): Promise<void> {
     try {
-      await bus.receive(delivery)
+      const queue = this.options.consume?.queue ?? ''
+      const attempt = this.attemptOf(delivery)
+      const traced = { delivery, queue, attempt, broker: this.options.url, cause: unwrap }
+      await traceProcess(traced, () => bus.receive(delivery))
       channel.ack(delivery)
     } catch (error) {
       await this.settleFailure(channel, delivery, unwrap(error))

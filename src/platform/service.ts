@@ -11,6 +11,8 @@ import { busLoggerFactory, type Logger } from './logger'
 import { OutboxRelay } from './outbox-relay'
 import { RabbitTransport } from './rabbitmq'
 import { connectRedis } from './redis'
+import { runShutdownHooks } from './shutdown'
+import { markOrderOf } from './tracing'
 import { topology } from './topology'
 
 export interface MessageHandler<D extends AnyMessageDefinition = AnyMessageDefinition> {
@@ -81,7 +83,10 @@ export async function startService({
     for (const { message, handle } of consume.handlers({ redis, keys: namespace, store }))
       configuration = configuration.withHandler({
         messageType: message.Class,
-        messageHandler: handle,
+        messageHandler: (received, attributes) => {
+          markOrderOf(received)
+          return handle(received, attributes)
+        },
       })
   } else {
     configuration = configuration.asSendOnly()
@@ -128,16 +133,19 @@ export function exitOnSignal(logger: Logger, timeoutMs: number, stop: () => Prom
       process.exit(1)
     }, timeoutMs)
     timer.unref()
-    stop().then(
-      () => {
-        logger.info('stopped')
-        process.exit(0)
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'stopping failed')
-        process.exit(1)
-      },
-    )
+    // Then the last spans, which tell how the stop went.
+    stop()
+      .finally(() => runShutdownHooks())
+      .then(
+        () => {
+          logger.info('stopped')
+          process.exit(0)
+        },
+        (error: unknown) => {
+          logger.error({ err: error }, 'stopping failed')
+          process.exit(1)
+        },
+      )
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)

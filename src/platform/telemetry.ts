@@ -1,21 +1,111 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { diag, TraceFlags, type Span } from '@opentelemetry/api'
+import { setGlobalErrorHandler } from '@opentelemetry/core'
 import { NodeSDK } from '@opentelemetry/sdk-node'
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http'
-import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa'
+import { KoaInstrumentation, KoaLayerType } from '@opentelemetry/instrumentation-koa'
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis'
+import type { Logger } from './logger'
+import { onShutdown } from './shutdown'
+import { Attr } from './tracing'
+
+/** Probes, not work: tracing them would bury the orders' traces. */
+const UNTRACED_PATHS = new Set(['/healthz', '/readyz'])
+
+/** How long a stopping role waits for its last spans to reach the collector. */
+const FLUSH_TIMEOUT_MS = 3000
 
 /**
- * Starts OpenTelemetry before any instrumented module loads. Everything about export is
- * configured by the standard OTEL_* variables; `serviceName` is only the default name.
+ * Starts OpenTelemetry before any instrumented module loads. Export is configured only by the
+ * standard OTEL_* variables (sdk-node picks the OTLP exporter for `http/protobuf`, `http/json`
+ * or `grpc` from OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL); `serviceName` is only the default name.
+ * Bakery exports traces: metrics and logs exporters stay off unless OTEL_METRICS_EXPORTER /
+ * OTEL_LOGS_EXPORTER ask for them, so a plain Jaeger is all a developer needs.
  */
-export function startTelemetry(serviceName: string): { shutdown: () => Promise<void> } {
+export function startTelemetry(serviceName: string, logger: Logger): void {
   process.env.OTEL_SERVICE_NAME ??= serviceName
+  process.env.OTEL_METRICS_EXPORTER ??= 'none'
+  process.env.OTEL_LOGS_EXPORTER ??= 'none'
   const sdk = new NodeSDK({
     instrumentations: [
-      new HttpInstrumentation(),
-      new KoaInstrumentation(),
-      new IORedisInstrumentation(),
+      new HttpInstrumentation({
+        ignoreIncomingRequestHook: (request) =>
+          UNTRACED_PATHS.has((request.url ?? '').split('?')[0] ?? ''),
+        responseHook: addTraceResponse,
+      }),
+      // The router's spans say which route ran; one span per plain middleware says little.
+      new KoaInstrumentation({ ignoreLayersType: [KoaLayerType.MIDDLEWARE] }),
+      // Redis calls outside a trace (the relay polling the outbox) would each start a trace.
+      new IORedisInstrumentation({
+        requireParentSpan: true,
+        dbStatementSerializer: describeRedisCommand,
+        requestHook: (span, { cmdArgs }) => tagOrderKey(span, cmdArgs),
+      }),
     ],
   })
   sdk.start()
-  return { shutdown: () => sdk.shutdown() }
+  setGlobalErrorHandler(reportOnce(logger))
+  onShutdown(() =>
+    Promise.race([sdk.shutdown(), sleep(FLUSH_TIMEOUT_MS, undefined, { ref: false })]),
+  )
+}
+
+/**
+ * Every traced response says which trace it belongs to, as W3C Trace Context Level 2's
+ * `traceresponse` header: `00-<trace id>-<server span id>-<flags>`.
+ */
+function addTraceResponse(span: Span, response: IncomingMessage | ServerResponse): void {
+  // Called with the server's response as the request arrives, and with a client's response.
+  if (!('setHeader' in response) || response.headersSent) return
+  const { traceId, spanId, traceFlags } = span.spanContext()
+  const sampled = (traceFlags & TraceFlags.SAMPLED) !== 0 ? '01' : '00'
+  response.setHeader('traceresponse', `00-${traceId}-${spanId}-${sampled}`)
+}
+
+/**
+ * The command and its keys, never the values: those carry customers' names. For a script that
+ * is its SHA and its keys.
+ */
+function describeRedisCommand(name: string, args: readonly unknown[]): string {
+  const keyCount = /^eval/i.test(name) && args.length >= 2 ? 2 + (Number(String(args[1])) || 0) : 1
+  const shown = args.slice(0, keyCount).map((arg) => (Buffer.isBuffer(arg) ? '<bytes>' : arg))
+  const hidden = args.length - shown.length
+  return [name, ...shown.map(String), ...(hidden > 0 ? [`[${hidden} other arguments]`] : [])].join(
+    ' ',
+  )
+}
+
+const ORDER_KEY_ARG = /(?:^|:)([0-9a-f]{32})$/
+
+/** A Redis call about one order (its stream, its view) carries the order's key. */
+function tagOrderKey(span: Span, args: readonly unknown[]): void {
+  for (const arg of args) {
+    const match = typeof arg === 'string' ? ORDER_KEY_ARG.exec(arg) : null
+    if (match?.[1]) {
+      span.setAttribute(Attr.orderKey, match[1])
+      return
+    }
+  }
+}
+
+/**
+ * With no collector reachable every export fails; one line says so, the rest go to the OTel
+ * diagnostic logger (silent unless OTEL_LOG_LEVEL is set), so the log stays readable.
+ */
+function reportOnce(logger: Logger): (error: unknown) => void {
+  let reported = false
+  return (error) => {
+    const reason = error instanceof Error ? error.message : String(error)
+    if (reported) {
+      diag.debug(`telemetry: ${reason}`)
+      return
+    }
+    reported = true
+    logger.warn(
+      { reason },
+      'cannot export traces (is an OTLP collector listening at OTEL_EXPORTER_OTLP_ENDPOINT?); ' +
+        'spans are dropped until it is; further export errors are not logged',
+    )
+  }
 }

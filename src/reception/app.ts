@@ -3,6 +3,7 @@ import Router from '@koa/router'
 import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import type { Logger } from '../platform/logger'
+import { markOrder } from '../platform/tracing'
 import { decodeOrThrow, readJsonObject } from './json-body'
 import { findOrder, OrderRequest, placeOrder, type OrdersDeps } from './orders'
 import { problemMiddleware, problems } from './problem'
@@ -24,6 +25,7 @@ export function createApp(deps: AppDeps): Koa {
   router.post('/orders', async (ctx) => {
     const request = decodeOrThrow(OrderRequest, await readJsonObject(ctx))
     const orderKey = await unavailableOnError(deps, () => placeOrder(deps, request))
+    markOrder(orderKey)
     ctx.status = 202
     ctx.set('location', `/orders/${orderKey}`)
     ctx.body = { orderKey }
@@ -31,6 +33,7 @@ export function createApp(deps: AppDeps): Koa {
 
   router.get('/orders/:key', async (ctx) => {
     const key = OrderKey.decode(ctx.params.key)
+    if (isRight(key)) markOrder(key.right)
     const view = isRight(key)
       ? await unavailableOnError(deps, () => findOrder(deps, key.right))
       : undefined

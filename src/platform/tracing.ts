@@ -1,0 +1,235 @@
+import {
+  context,
+  createContextKey,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Span,
+} from '@opentelemetry/api'
+import { getRPCMetadata } from '@opentelemetry/core'
+import type { ConsumeMessage } from 'amqplib'
+
+/**
+ * Bakery's own spans. The bus hops follow the OpenTelemetry messaging conventions: a
+ * `send <exchange>` PRODUCER span around each publish, whose context travels in the message's
+ * `attributes` header (per hop: bus-core does not copy plain attributes to the messages a handler
+ * sends), and a `process <exchange>` CONSUMER span, its child, around each delivery's handling.
+ * Only the API is used here: without a started SDK every span is a no-op.
+ */
+
+/** Attribute names: the messaging conventions' (incubating, so spelled out here) and Bakery's. */
+export const Attr = {
+  messagingSystem: 'messaging.system',
+  messagingSystemName: 'messaging.system.name',
+  destination: 'messaging.destination.name',
+  subscription: 'messaging.destination.subscription.name',
+  operationType: 'messaging.operation.type',
+  operationName: 'messaging.operation.name',
+  messageId: 'messaging.message.id',
+  conversationId: 'messaging.message.conversation_id',
+  bodySize: 'messaging.message.body.size',
+  deliveryTag: 'messaging.rabbitmq.message.delivery_tag',
+  serverAddress: 'server.address',
+  serverPort: 'server.port',
+  errorType: 'error.type',
+  orderKey: 'bakery.order_key',
+  attempt: 'bakery.delivery.attempt',
+  pastry: 'bakery.pastry',
+  mistake: 'bakery.mistake',
+  bakeMs: 'bakery.bake_ms',
+  timeOnQueueMs: 'bakery.time_on_queue_ms',
+  timeToCompletionMs: 'bakery.time_to_completion_ms',
+  orderStatus: 'bakery.order.status',
+} as const
+
+export const SENT_AT_HEADER = 'x-bakery-sent-at'
+
+const tracer = () => trace.getTracer('bakery')
+const sentAtKey = createContextKey('bakery message sent at')
+
+type AttributeValues = Record<string, string | number | boolean | undefined>
+
+export interface PublishDetails {
+  /** The exchange, which Bakery names after the message's `$name`. */
+  readonly destination: string
+  readonly messageId: string
+  readonly correlationId: string | undefined
+  readonly orderKey: string | undefined
+  readonly bodySize: number
+  readonly broker: URL
+}
+
+/**
+ * Runs `publish` inside a `send <destination>` PRODUCER span. `publish` gets the message's
+ * attributes with the span's context added (`traceparent`, `tracestate`): they go out in the
+ * `attributes` header, where the consumer looks for them.
+ */
+export async function tracePublish<T>(
+  details: PublishDetails,
+  attributes: AttributeValues,
+  publish: (attributes: AttributeValues) => Promise<T>,
+): Promise<T> {
+  const spanAttributes: Attributes = {
+    ...messagingAttributes('send', details.destination, details.broker),
+    [Attr.messageId]: details.messageId,
+    [Attr.bodySize]: details.bodySize,
+  }
+  if (details.correlationId !== undefined)
+    spanAttributes[Attr.conversationId] = details.correlationId
+  if (details.orderKey !== undefined) spanAttributes[Attr.orderKey] = details.orderKey
+  return tracer().startActiveSpan(
+    `send ${details.destination}`,
+    { kind: SpanKind.PRODUCER, attributes: spanAttributes },
+    async (span) => {
+      const outgoing: AttributeValues = { ...attributes }
+      propagation.inject(context.active(), outgoing)
+      try {
+        return await publish(outgoing)
+      } catch (error) {
+        recordFailure(span, error)
+        throw error
+      } finally {
+        span.end()
+      }
+    },
+  )
+}
+
+export interface DeliveryDetails {
+  readonly delivery: ConsumeMessage
+  /** The queue the delivery came from. */
+  readonly queue: string
+  /** 1 for the first delivery, then one more for each retry. */
+  readonly attempt: number
+  readonly broker: URL
+  /** What is worth recording of an error that `work` threw (bus-core wraps handler errors). */
+  readonly cause: (error: unknown) => Error
+}
+
+/**
+ * Runs `work` (the whole handling of one delivery) inside a `process <destination>` CONSUMER
+ * span, the child of the `send` span whose context the `attributes` header carries. A failure is
+ * recorded on the span and rethrown for the transport to retry or dead-letter the message.
+ */
+export async function traceProcess(
+  { delivery, queue, attempt, broker, cause }: DeliveryDetails,
+  work: () => Promise<void>,
+): Promise<void> {
+  const { properties, fields } = delivery
+  // Retries come back through the default exchange; `type` still names the original one.
+  const destination = typeof properties.type === 'string' ? properties.type : fields.exchange
+  const headers: Record<string, unknown> = properties.headers ?? {}
+  const spanAttributes: Attributes = {
+    ...messagingAttributes('process', destination, broker),
+    [Attr.subscription]: queue,
+    [Attr.bodySize]: delivery.content.length,
+    [Attr.deliveryTag]: fields.deliveryTag,
+    [Attr.attempt]: attempt,
+  }
+  if (typeof properties.messageId === 'string')
+    spanAttributes[Attr.messageId] = properties.messageId
+  if (typeof properties.correlationId === 'string')
+    spanAttributes[Attr.conversationId] = properties.correlationId
+  let parent = propagation.extract(ROOT_CONTEXT, carrierOf(headers.attributes))
+  const sentAt = headers[SENT_AT_HEADER]
+  if (typeof sentAt === 'number' && Number.isFinite(sentAt))
+    parent = parent.setValue(sentAtKey, sentAt)
+  await tracer().startActiveSpan(
+    `process ${destination}`,
+    { kind: SpanKind.CONSUMER, attributes: spanAttributes },
+    parent,
+    async (span) => {
+      try {
+        await work()
+      } catch (error) {
+        recordFailure(span, cause(error))
+        throw error
+      } finally {
+        span.end()
+      }
+    },
+  )
+}
+
+/** When the message being handled was published (ms since the epoch), if its sender said. */
+export function messageSentAt(): number | undefined {
+  const value = context.active().getValue(sentAtKey)
+  return typeof value === 'number' ? value : undefined
+}
+
+/** Runs `work` in an INTERNAL span of its own; a failure is recorded on it and rethrown. */
+export async function inSpan<T>(
+  name: string,
+  attributes: Attributes,
+  work: (span: Span) => Promise<T>,
+): Promise<T> {
+  return tracer().startActiveSpan(name, { attributes }, async (span) => {
+    try {
+      return await work(span)
+    } catch (error) {
+      recordFailure(span, error)
+      throw error
+    } finally {
+      span.end()
+    }
+  })
+}
+
+/**
+ * Tags the active span with the order it is about, and the HTTP server span around it too, so
+ * that searching Jaeger for `bakery.order_key=<key>` finds the trace's root.
+ */
+export function markOrder(orderKey: string): void {
+  trace.getActiveSpan()?.setAttribute(Attr.orderKey, orderKey)
+  getRPCMetadata(context.active())?.span?.setAttribute(Attr.orderKey, orderKey)
+}
+
+/** Tags the active span with the order a message is about, if it names one. */
+export function markOrderOf(message: object): void {
+  const orderKey = (message as { orderKey?: unknown }).orderKey
+  if (typeof orderKey === 'string') trace.getActiveSpan()?.setAttribute(Attr.orderKey, orderKey)
+}
+
+/** An error on its span: the exception event, `error.type`, and the error status. */
+export function recordFailure(span: Span, error: unknown): void {
+  const failure = error instanceof Error ? error : new Error(String(error))
+  span.recordException(failure)
+  span.setAttribute(Attr.errorType, failure.name)
+  span.setStatus({ code: SpanStatusCode.ERROR, message: `${failure.name}: ${failure.message}` })
+}
+
+function messagingAttributes(
+  operation: 'send' | 'process',
+  destination: string,
+  broker: URL,
+): Attributes {
+  return {
+    [Attr.messagingSystem]: 'rabbitmq',
+    [Attr.messagingSystemName]: 'rabbitmq',
+    [Attr.destination]: destination,
+    [Attr.operationType]: operation,
+    [Attr.operationName]: operation,
+    [Attr.serverAddress]: broker.hostname,
+    [Attr.serverPort]: Number(broker.port || (broker.protocol === 'amqps:' ? 5671 : 5672)),
+  }
+}
+
+/** The string entries of an `attributes` header; anything unreadable is no context at all. */
+function carrierOf(header: unknown): Record<string, string> {
+  const text = Buffer.isBuffer(header) ? header.toString('utf8') : header
+  if (typeof text !== 'string') return {}
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    return {}
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {}
+  const carrier: Record<string, string> = {}
+  for (const [key, value] of Object.entries(parsed as Record<string, unknown>))
+    if (typeof value === 'string') carrier[key] = value
+  return carrier
+}

@@ -1,0 +1,439 @@
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes, randomUUID } from 'node:crypto'
+import amqp from 'amqplib'
+import { Redis } from 'ioredis'
+import type { OrderKey } from '../src/messages'
+import { EventStore } from '../src/platform/event-store'
+import { keys } from '../src/platform/keys'
+import {
+  createVhost,
+  dropNamespace,
+  freePort,
+  listeningPort,
+  postOrder,
+  REDIS_URL,
+  startRole,
+  uniqueNamespace,
+  waitFor,
+  type RoleProcess,
+} from './support'
+import {
+  SpanKind,
+  startGrpcReceiver,
+  startHttpReceiver,
+  StatusCode,
+  traceOf,
+  type OtlpReceiver,
+  type ReceivedSpan,
+  type Trace,
+} from './support/otlp-receiver'
+
+// Roles run from dist/: `npm run build` first.
+
+// Every role with a relay (reception, baker) takes outbox entries from the shared consumer group.
+const ANY_RELAY = ''
+const TRACE_RESPONSE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/
+
+interface Bakery {
+  readonly roles: RoleProcess[]
+  readonly base: string
+  readonly amqpUrl: string
+  readonly namespace: string
+  readonly stop: () => Promise<(number | null)[]>
+}
+
+/** Starts the given roles as real processes, each in this test's own vhost and namespace. */
+async function startBakery(
+  label: string,
+  roles: readonly string[],
+  otel: Record<string, string>,
+): Promise<Bakery> {
+  const vhost = await createVhost(label)
+  const namespace = uniqueNamespace(label)
+  const env = {
+    AMQP_URL: vhost.url,
+    REDIS_URL,
+    BAKERY_NAMESPACE: namespace,
+    PORT: '0',
+    HEALTH_PORT: '0',
+    BAKE_TIME_SCALE: '0',
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    ...otel,
+  }
+  const started: RoleProcess[] = []
+  try {
+    for (const role of roles) started.push(await startRole(role, env))
+  } catch (error) {
+    await Promise.all(started.map((r) => r.stop('SIGKILL')))
+    await vhost.drop()
+    throw error
+  }
+  const reception = roles.indexOf('reception')
+  return {
+    roles: started,
+    base: reception >= 0 ? `http://127.0.0.1:${listeningPort(started[reception]!)}` : '',
+    amqpUrl: vhost.url,
+    namespace,
+    stop: async () => {
+      const codes = await Promise.all(started.map((r) => r.stop()))
+      await vhost.drop()
+      await dropNamespace(namespace)
+      return codes
+    },
+  }
+}
+
+async function placeOrder(base: string): Promise<{ orderKey: string; traceresponse: string }> {
+  const response = await fetch(`${base}/orders`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ customer: 'homer', pastry: 'la bombe' }),
+  })
+  assert.equal(response.status, 202)
+  const { orderKey } = (await response.json()) as { orderKey: string }
+  return { orderKey, traceresponse: response.headers.get('traceresponse') ?? '' }
+}
+
+async function statusOf(base: string, orderKey: string): Promise<string | undefined> {
+  const response = await fetch(`${base}/orders/${orderKey}`)
+  return response.ok ? ((await response.json()) as { status: string }).status : undefined
+}
+
+const isRedis = (s: ReceivedSpan) =>
+  s.kind === SpanKind.client && s.attributes['db.system.name'] === 'redis'
+
+/** Waits until the trace holds every named span and no span's parent is missing. */
+async function completeTrace(
+  receiver: OtlpReceiver,
+  traceId: string,
+  expected: readonly [name: string, service: string][], // '' for any service
+): Promise<Trace> {
+  let last: Trace | undefined
+  try {
+    return await waitFor(`the whole trace ${traceId}`, () => {
+      last = traceOf(receiver.spans, traceId)
+      const found = expected.every(([name, service]) => last!.named(name, service).length > 0)
+      return found && last.orphans().length === 0 ? last : undefined
+    })
+  } catch (error) {
+    throw new Error(`${String(error)}\nreceived so far:\n${last?.outline() ?? '(nothing)'}`)
+  }
+}
+
+function assertMessagingSpan(
+  span: ReceivedSpan,
+  operation: 'send' | 'process',
+  destination: string,
+  orderKey: string,
+): void {
+  assert.equal(span.name, `${operation} ${destination}`)
+  assert.equal(span.kind, operation === 'send' ? SpanKind.producer : SpanKind.consumer)
+  const a = span.attributes
+  assert.equal(a['messaging.system'], 'rabbitmq')
+  assert.equal(a['messaging.destination.name'], destination)
+  assert.equal(a['messaging.operation.type'], operation)
+  assert.equal(a['messaging.operation.name'], operation)
+  assert.match(String(a['messaging.message.id']), /^[0-9a-f-]{36}$/)
+  assert.equal(a['messaging.message.conversation_id'], orderKey)
+  assert.equal(a['bakery.order_key'], orderKey)
+}
+
+describe('one trace per order, exported over OTLP/HTTP JSON', () => {
+  let receiver: OtlpReceiver
+  let bakery: Bakery
+
+  before(async () => {
+    receiver = await startHttpReceiver()
+    bakery = await startBakery('tracing', ['reception', 'baker', 'projector'], {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+    })
+  })
+
+  after(async () => {
+    const codes = await bakery?.stop()
+    await receiver?.close()
+    assert.deepEqual(codes, [0, 0, 0], 'every role stops cleanly')
+  })
+
+  test('from POST /orders through the baker to the read model', async () => {
+    // A probe before the order: it must not show up as a span of its own.
+    assert.equal((await fetch(`${bakery.base}/healthz`)).status, 200)
+
+    const { orderKey, traceresponse } = await placeOrder(bakery.base)
+    const match = TRACE_RESPONSE.exec(traceresponse)
+    assert.ok(match, `traceresponse ${JSON.stringify(traceresponse)} is 00-<trace>-<span>-01`)
+    const [, traceId, serverSpanId] = match
+    await waitFor('the order to be finished', async () =>
+      (await statusOf(bakery.base, orderKey)) === 'finished' ? true : undefined,
+    )
+
+    const trace = await completeTrace(receiver, traceId!, [
+      ['POST /orders', 'bakery-reception'],
+      ['send bakery/place-order', ANY_RELAY],
+      ['send bakery/order-placed', ANY_RELAY],
+      ['process bakery/place-order', 'bakery-baker'],
+      ['bake', 'bakery-baker'],
+      ['send bakery/baking-started', ANY_RELAY],
+      ['send bakery/order-baked', ANY_RELAY],
+      ['process bakery/order-placed', 'bakery-projector'],
+      ['process bakery/baking-started', 'bakery-projector'],
+      ['process bakery/order-baked', 'bakery-projector'],
+    ])
+    const outline = `\n${trace.outline()}`
+
+    // One trace across the three roles, with a single root: the HTTP request.
+    assert.deepEqual([...new Set(trace.spans.map((s) => s.service))].sort(), [
+      'bakery-baker',
+      'bakery-projector',
+      'bakery-reception',
+    ])
+    const roots = trace.roots()
+    assert.equal(roots.length, 1, `one root${outline}`)
+    const root = roots[0]!
+    assert.equal(root.name, 'POST /orders')
+    assert.equal(root.kind, SpanKind.server)
+    assert.equal(root.service, 'bakery-reception')
+    assert.equal(root.spanId, serverSpanId, 'traceresponse names the server span')
+    assert.equal(root.attributes['http.route'], '/orders')
+    assert.equal(root.attributes['http.response.status_code'], 202)
+    assert.equal(root.attributes['bakery.order_key'], orderKey)
+    assert.deepEqual(trace.orphans(), [], `no orphans${outline}`)
+
+    // The reception's append is a Redis call within the request.
+    const append = trace.spans.filter((s) => s.service === 'bakery-reception' && isRedis(s))
+    assert.ok(append.length > 0, `the reception's Redis write is traced${outline}`)
+    for (const span of append) assert.ok(trace.descends(span, root))
+
+    // HTTP -> send PlaceOrder -> process PlaceOrder -> bake -> send events.
+    const sendCommand = trace.one('send bakery/place-order')
+    assert.ok(trace.descends(sendCommand, root), `send descends from the request${outline}`)
+    assertMessagingSpan(sendCommand, 'send', 'bakery/place-order', orderKey)
+    const processCommand = trace.one('process bakery/place-order')
+    assert.equal(processCommand.parentSpanId, sendCommand.spanId, 'process is the child of send')
+    assertMessagingSpan(processCommand, 'process', 'bakery/place-order', orderKey)
+    assert.equal(
+      processCommand.attributes['messaging.message.id'],
+      sendCommand.attributes['messaging.message.id'],
+      'both sides name the same message',
+    )
+    assert.equal(
+      processCommand.attributes['messaging.destination.subscription.name'],
+      'bakery.baker',
+    )
+    assert.equal(processCommand.status.code, StatusCode.unset)
+
+    const bake = trace.one('bake')
+    assert.equal(bake.parentSpanId, processCommand.spanId)
+    assert.equal(bake.attributes['bakery.order_key'], orderKey)
+    assert.equal(bake.attributes['bakery.pastry'], 'la bombe')
+    assert.equal(typeof bake.attributes['bakery.mistake'], 'boolean')
+    assert.ok(Number(bake.attributes['bakery.time_on_queue_ms']) >= 0)
+    assert.ok(Number(bake.attributes['bakery.time_to_completion_ms']) >= 0)
+    assert.equal(bake.attributes['bakery.order.status'], 'finished')
+    assert.ok(trace.children(bake).some(isRedis), 'the baker reads and appends within bake')
+
+    // -> process events (projector) -> Redis writes.
+    for (const event of ['bakery/baking-started', 'bakery/order-baked']) {
+      const send = trace.one(`send ${event}`)
+      assert.equal(send.parentSpanId, bake.spanId, `send ${event} is the child of bake`)
+      assertMessagingSpan(send, 'send', event, orderKey)
+    }
+    const sendPlaced = trace.one('send bakery/order-placed')
+    assert.ok(trace.descends(sendPlaced, root))
+    for (const event of ['bakery/order-placed', 'bakery/baking-started', 'bakery/order-baked']) {
+      const send = trace.one(`send ${event}`)
+      for (const process of trace.named(`process ${event}`, 'bakery-projector')) {
+        assert.equal(process.parentSpanId, send.spanId)
+        assertMessagingSpan(process, 'process', event, orderKey)
+        const writes = trace.children(process).filter(isRedis)
+        assert.ok(writes.length > 0, `process ${event} reads and writes Redis${outline}`)
+        for (const write of writes) assert.equal(write.attributes['bakery.order_key'], orderKey)
+      }
+    }
+
+    // The trace id is in the order's history, on every event.
+    const redis = new Redis(REDIS_URL)
+    try {
+      const history = await new EventStore(redis, keys(bakery.namespace)).read(orderKey as OrderKey)
+      assert.equal(history.length, 3)
+      for (const entry of history)
+        assert.match(entry.trace.traceparent ?? '', new RegExp(`^00-${traceId}-`))
+    } finally {
+      redis.disconnect()
+    }
+
+    // No noise: probes and Redis calls outside any request (the relay's polling) are not traced.
+    assert.deepEqual(
+      receiver.spans.filter((s) => String(s.attributes['url.path']).startsWith('/healthz')),
+      [],
+    )
+    assert.deepEqual(
+      receiver.spans.filter((s) => isRedis(s) && s.parentSpanId === ''),
+      [],
+      'no Redis call starts a trace of its own',
+    )
+  })
+
+  test('a failing handler leaves an error span in the trace of the message', async () => {
+    // A PlaceOrder for an order that does not exist, sent as another @node-ts/bus service would,
+    // with a trace context of its own in the `attributes` header: the baker cannot bake it.
+    const traceId = randomBytes(16).toString('hex')
+    const parentSpanId = randomBytes(8).toString('hex')
+    const orderKey = randomBytes(16).toString('hex')
+    const connection = await amqp.connect(bakery.amqpUrl)
+    try {
+      const channel = await connection.createConfirmChannel()
+      const message = {
+        $name: 'bakery/place-order',
+        $version: 1,
+        orderKey,
+        customer: 'marge',
+        pastry: 'eclair',
+        orderTime: new Date().toISOString(),
+      }
+      await new Promise<void>((resolve, reject) =>
+        channel.publish(
+          'bakery/place-order',
+          '',
+          Buffer.from(JSON.stringify(message)),
+          {
+            persistent: true,
+            contentType: 'application/json',
+            correlationId: orderKey,
+            messageId: randomUUID(),
+            type: 'bakery/place-order',
+            headers: {
+              attributes: JSON.stringify({ traceparent: `00-${traceId}-${parentSpanId}-01` }),
+              stickyAttributes: '{}',
+            },
+          },
+          (error) =>
+            error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(),
+        ),
+      )
+    } finally {
+      await connection.close()
+    }
+
+    // The sender's own span is not exported here: the consumer span's parent is outside.
+    const trace = await waitFor('the error spans', () => {
+      const spans = traceOf(receiver.spans, traceId)
+      return spans.named('process bakery/place-order').length > 0 && spans.named('bake').length > 0
+        ? spans
+        : undefined
+    })
+    const process = trace.one('process bakery/place-order', 'bakery-baker')
+    assert.equal(process.parentSpanId, parentSpanId, 'the context came from the attributes header')
+    assert.equal(process.status.code, StatusCode.error)
+    assert.match(process.status.message, /PermanentFailure/)
+    assert.equal(process.attributes['error.type'], 'PermanentFailure')
+    assert.equal(process.attributes['bakery.order_key'], orderKey)
+    assert.ok(process.events.includes('exception'))
+    const bake = trace.one('bake')
+    assert.equal(bake.parentSpanId, process.spanId)
+    assert.equal(bake.status.code, StatusCode.error)
+  })
+})
+
+test('OTLP/HTTP protobuf: the last spans are flushed when the reception stops', async () => {
+  const receiver = await startHttpReceiver()
+  // A schedule delay far longer than the test: only the flush at shutdown can deliver the spans.
+  const bakery = await startBakery('tracing-proto', ['reception'], {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+    OTEL_BSP_SCHEDULE_DELAY: '600000',
+  })
+  try {
+    const { orderKey, traceresponse } = await placeOrder(bakery.base)
+    const traceId = TRACE_RESPONSE.exec(traceresponse)?.[1]
+    assert.ok(traceId)
+    // The relay sent the PlaceOrder (no baker takes it from the queue).
+    const connection = await amqp.connect(bakery.amqpUrl)
+    try {
+      const channel = await connection.createChannel()
+      await waitFor('the PlaceOrder on the baker queue', async () =>
+        (await channel.checkQueue('bakery.baker')).messageCount === 1 ? true : undefined,
+      )
+    } finally {
+      await connection.close()
+    }
+    assert.deepEqual(receiver.spans, [], 'nothing exported before the stop')
+    assert.deepEqual(await bakery.stop(), [0])
+
+    assert.ok(receiver.contentTypes.length > 0, 'the spans were exported at shutdown')
+    for (const type of receiver.contentTypes) assert.equal(type, 'application/x-protobuf')
+    const trace = traceOf(receiver.spans, traceId)
+    const root = trace.one('POST /orders', 'bakery-reception')
+    assert.equal(root.attributes['bakery.order_key'], orderKey)
+    const send = trace.one('send bakery/place-order')
+    assert.ok(trace.descends(send, root))
+    assertMessagingSpan(send, 'send', 'bakery/place-order', orderKey)
+    assert.deepEqual(trace.orphans(), [])
+  } finally {
+    await bakery.stop()
+    await receiver.close()
+  }
+})
+
+test('OTLP/gRPC export reaches a collector', async () => {
+  const receiver = await startGrpcReceiver()
+  const bakery = await startBakery('tracing-grpc', ['reception'], {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc',
+  })
+  try {
+    const { orderKey, traceresponse } = await placeOrder(bakery.base)
+    const traceId = TRACE_RESPONSE.exec(traceresponse)?.[1]
+    assert.ok(traceId)
+    const trace = await completeTrace(receiver, traceId, [
+      ['POST /orders', 'bakery-reception'],
+      ['send bakery/place-order', ANY_RELAY],
+    ])
+    assert.equal(trace.one('POST /orders').attributes['bakery.order_key'], orderKey)
+  } finally {
+    await bakery.stop()
+    await receiver.close()
+  }
+})
+
+test('with no collector listening, Bakery serves orders and keeps its log readable', async () => {
+  const closedPort = await freePort()
+  const bakery = await startBakery('tracing-nocollector', ['reception', 'baker', 'projector'], {
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closedPort}`,
+  })
+  let codes: (number | null)[] = []
+  try {
+    const orderKey = await postOrder(bakery.base)
+    await waitFor('the order to be finished', async () =>
+      (await statusOf(bakery.base, orderKey)) === 'finished' ? true : undefined,
+    )
+    // Let several export rounds fail (each gives up after its retries).
+    await waitFor(
+      'each role to notice the collector is missing',
+      () => bakery.roles.every((r) => r.output().includes('cannot export traces')),
+      { timeoutMs: 30_000, intervalMs: 200 },
+    )
+    await postOrder(bakery.base)
+  } finally {
+    const started = Date.now()
+    codes = await bakery.stop()
+    assert.ok(Date.now() - started < 8000, 'stopping does not wait long for a missing collector')
+  }
+  assert.deepEqual(codes, [0, 0, 0])
+  for (const role of bakery.roles) {
+    const lines = role.output().split('\n')
+    const telemetry = lines.filter((l) => /export|otlp|opentelemetry|ECONNREFUSED/i.test(l))
+    assert.equal(
+      telemetry.length,
+      1,
+      `one line about the collector, not a stream:\n${telemetry.join('\n')}`,
+    )
+    assert.deepEqual(
+      lines.filter((l) => /"level":(50|60)/.test(l)),
+      [],
+      'nothing logged as an error',
+    )
+  }
+})
