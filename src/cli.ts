@@ -29,6 +29,18 @@ const tools: Record<string, Tool> = {
     summary: 'drives orders into a running reception and reports how they fared',
     run: async () => (await import('./load.js')).runLoad,
   },
+  history: {
+    summary: "an order's events with times and trace links; --at shows it as it was",
+    run: async () => (await import('./projections/history.js')).runHistory,
+  },
+  events: {
+    summary: 'a slice of the global event log, filtered; --follow tails it',
+    run: async () => (await import('./projections/events-log.js')).runEvents,
+  },
+  replay: {
+    summary: 'rebuilds the read model from the log and swaps it in; --verify compares',
+    run: async () => (await import('./projections/replay.js')).runReplay,
+  },
 }
 
 const usage = `Usage: bakery <command> [options]

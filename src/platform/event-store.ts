@@ -201,4 +201,9 @@ export class EventStore {
     const entries = await this.redis.xrange(this.keys.orderStream(orderKey), '-', '+')
     return entries.map(([id, fields]) => decodeEntry(id, fields))
   }
+
+  /** The order's stream entries undecoded, for tools that report the ones that do not decode. */
+  async entries(orderKey: OrderKey): Promise<[id: string, fields: string[]][]> {
+    return this.redis.xrange(this.keys.orderStream(orderKey), '-', '+')
+  }
 }

@@ -4,7 +4,20 @@
  */
 export interface Keys {
   readonly orderStream: (orderKey: string) => string
-  readonly view: (orderKey: string) => string
+  /**
+   * An order's read-model hash in one generation of the read model. Generation 0 is the layout
+   * from before `bakery replay` existed; replay builds generation n + 1 beside n and flips
+   * `viewGeneration` (docs/replay.md).
+   */
+  readonly view: (orderKey: string, generation?: number) => string
+  /** Every read-model hash starts with this: `<prefix><key>` or `<prefix><generation>:<key>`. */
+  readonly viewPrefix: string
+  /** The number of the live read-model generation (absent: 0). */
+  readonly viewGeneration: string
+  /** Held by the one `bakery replay` that may build the next generation. */
+  readonly replayLock: string
+  /** Prefix of throw-away keys a tool builds aside, e.g. the read model `replay --verify` rebuilds. */
+  readonly scratch: (label: string) => string
   readonly events: string
   readonly outbox: string
 }
@@ -13,7 +26,12 @@ export function keys(namespace: string): Keys {
   const tag = `{${namespace}}`
   return {
     orderStream: (orderKey) => `${tag}:order:${orderKey}`,
-    view: (orderKey) => `${tag}:view:${orderKey}`,
+    view: (orderKey, generation = 0) =>
+      generation === 0 ? `${tag}:view:${orderKey}` : `${tag}:view:${generation}:${orderKey}`,
+    viewPrefix: `${tag}:view:`,
+    viewGeneration: `${tag}:view-generation`,
+    replayLock: `${tag}:replay-lock`,
+    scratch: (label) => `${tag}:scratch:${label}:`,
     events: `${tag}:events`,
     outbox: `${tag}:outbox`,
   }

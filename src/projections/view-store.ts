@@ -4,42 +4,88 @@ import type { OrderKey } from '../messages'
 import type { Keys } from '../platform/keys'
 import { OrderView, type VersionedView } from './order-view'
 
+// Both scripts find the order's hash in the live generation of the read model (see keys.ts), in
+// the same atomic step as they use it: `bakery replay` flips the generation between two calls,
+// never during one. The hash's name is built here from the generation; it shares the `{ns}` hash
+// tag with the generation key, so a script stays within one Redis Cluster slot.
+const LIVE_VIEW_KEY = `
+local generation = redis.call('GET', KEYS[1])
+local key = ARGV[1] .. ARGV[2]
+if generation and generation ~= '0' then key = ARGV[1] .. generation .. ':' .. ARGV[2] end
+`
+
 // Writes a view only if it is newer than the stored one: redelivered or reordered events can
 // never move an order backwards.
-const SAVE_IF_NEWER = `
-local stored = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if tonumber(ARGV[1]) <= stored then return 0 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], unpack(ARGV, 2))
+const SAVE_IF_NEWER = `${LIVE_VIEW_KEY}
+local stored = tonumber(redis.call('HGET', key, 'version') or '0') or 0
+if tonumber(ARGV[3]) <= stored then return 0 end
+redis.call('HSET', key, 'version', ARGV[3], unpack(ARGV, 4))
 return 1
+`
+
+const GET = `${LIVE_VIEW_KEY}
+return redis.call('HGETALL', key)
 `
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    bakerySaveView(view: string, version: number, ...fields: string[]): Result<number, Context>
+    bakerySaveView(
+      generation: string,
+      viewPrefix: string,
+      orderKey: string,
+      version: number,
+      ...fields: string[]
+    ): Result<number, Context>
+    bakeryGetView(
+      generation: string,
+      viewPrefix: string,
+      orderKey: string,
+    ): Result<string[], Context>
   }
 }
 
-/** The read model: one Redis hash per order. */
+/** The read model: one Redis hash per order, in the live generation. */
 export class ViewStore {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
   ) {
     redis.defineCommand('bakerySaveView', { numberOfKeys: 1, lua: SAVE_IF_NEWER })
+    redis.defineCommand('bakeryGetView', { numberOfKeys: 1, lua: GET })
   }
 
   /** Saves the view unless a view at the same or a later version is stored; says whether it did. */
   async save(orderKey: OrderKey, { view, version }: VersionedView): Promise<boolean> {
     const fields = Object.entries(view).flat()
-    return (await this.redis.bakerySaveView(this.keys.view(orderKey), version, ...fields)) === 1
+    const { viewGeneration, viewPrefix } = this.keys
+    const saved = await this.redis.bakerySaveView(
+      viewGeneration,
+      viewPrefix,
+      orderKey,
+      version,
+      ...fields,
+    )
+    return saved === 1
   }
 
   /** The stored view; undefined when there is none (or it does not decode: the log is the truth). */
   async get(orderKey: OrderKey): Promise<VersionedView | undefined> {
-    const hash = await this.redis.hgetall(this.keys.view(orderKey))
+    const hash = await this.raw(orderKey)
     const view = OrderView.decode(hash)
     const version = Number(hash.version)
     if (isLeft(view) || !Number.isSafeInteger(version)) return undefined
     return { view: view.right, version }
+  }
+
+  /** The stored hash as it is, undecoded (empty when there is none): for `bakery replay --verify`. */
+  async raw(orderKey: OrderKey): Promise<Record<string, string>> {
+    const flat = await this.redis.bakeryGetView(
+      this.keys.viewGeneration,
+      this.keys.viewPrefix,
+      orderKey,
+    )
+    const hash: Record<string, string> = {}
+    for (let i = 0; i + 1 < flat.length; i += 2) hash[flat[i]!] = flat[i + 1]!
+    return hash
   }
 }

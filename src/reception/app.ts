@@ -4,6 +4,7 @@ import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import type { Logger } from '../platform/logger'
 import { markOrder } from '../platform/tracing'
+import { readHistory } from '../projections/order-history'
 import { decodeOrThrow, readJsonObject } from './json-body'
 import { findOrder, OrderRequest, placeOrder, type OrdersDeps } from './orders'
 import { problemMiddleware, problems } from './problem'
@@ -42,6 +43,16 @@ export function createApp(deps: AppDeps): Koa {
         `there is no order with key ${JSON.stringify(ctx.params.key)}; order keys are 32 lowercase hex digits, as POST /orders returned`,
       )
     ctx.body = view
+  })
+
+  router.get('/orders/:key/events', async (ctx) => {
+    const key = OrderKey.decode(ctx.params.key)
+    const history = isRight(key)
+      ? await unavailableOnError(deps, () => readHistory(deps.store, key.right))
+      : undefined
+    if (!history || (history.entries.length === 0 && history.skipped.length === 0))
+      throw problems.notFound(`there is no order with key ${JSON.stringify(ctx.params.key)}`)
+    ctx.body = history
   })
 
   router.get('/healthz', (ctx) => {

@@ -1,0 +1,241 @@
+import type { Redis } from 'ioredis'
+import { OrderKey, orderEvents } from '../messages'
+import { MalformedEntry } from '../platform/event-store'
+import type { Keys } from '../platform/keys'
+import {
+  compareStreamIds,
+  decodeLogEntry,
+  lastLogId,
+  readLog,
+  type LogEntry,
+  type LogEvent,
+} from './log-entries'
+import { describeEvent } from './order-history'
+import {
+  interruptSignal,
+  parseTime,
+  parseToolArgs,
+  positiveInt,
+  processIo,
+  runTool,
+  traceIdOf,
+  UsageError,
+  wantsHelp,
+  type ToolIo,
+} from './tool'
+
+const USAGE = `Usage: bakery events [--from WHEN] [--to WHEN] [--order KEY] [--type EVENT] [--limit N]
+                     [--json] [--follow]
+
+Prints a slice of the global event log, oldest first: a table, or JSON lines with --json.
+
+Options:
+  --from WHEN     first entry: a stream id (1714557600000-0), a time (2024-05-01T10:00:00Z) or a
+                  duration ago (90s, 15m, 2h, 1d); default the start of the log
+  --to WHEN       last entry, likewise (inclusive); default the end of the log
+  --order KEY     only this order's events
+  --type EVENT    only events of this type: order-placed, baking-started, order-baked (the
+                  bakery/ prefix is optional)
+  --limit N       print at most N events
+  --json          one JSON object per line
+  --follow        after the slice, keep printing new events as they are appended, until Ctrl-C
+  -h, --help      show this help
+
+Times are matched against the entries' stream ids, i.e. when Redis appended them.
+
+Examples:
+  bakery events --from 15m
+  bakery events --order 0b9f3c1e5a7d4f2e8c6b1a0d9e8f7a6b
+  bakery events --type order-baked --from 2024-05-01T10:00:00Z --to 2024-05-01T11:00:00Z --json
+  bakery events --follow --type order-placed
+`
+
+const BATCH = 1000
+const FOLLOW_BLOCK_MS = 500
+
+/** `--from` / `--to` as a stream id bound; a time stands for its whole millisecond. */
+export function parseBound(name: string, text: string, now: number): string {
+  if (/^\d+(-\d+)?$/.test(text)) return text
+  const ms = parseTime(text, now)
+  if (ms === undefined)
+    throw new UsageError(
+      `--${name} takes a stream id, a time (ISO 8601) or a duration ago (90s, 15m, 2h, 1d), not ${JSON.stringify(text)}`,
+    )
+  return String(Math.max(0, Math.floor(ms)))
+}
+
+const TYPES: readonly string[] = orderEvents.map((message) => message.$name)
+
+export function parseType(text: string): string {
+  const name = text.includes('/') ? text : `bakery/${text}`
+  if (!TYPES.includes(name))
+    throw new UsageError(`--type must be one of ${TYPES.join(', ')}, not ${JSON.stringify(text)}`)
+  return name
+}
+
+/** One global-log event as a JSON line. */
+export function eventJson(entry: LogEvent) {
+  return {
+    id: entry.streamId,
+    order: entry.order,
+    version: entry.version,
+    type: entry.event.$name,
+    recordedAt: entry.recordedAt,
+    traceId: traceIdOf(entry.trace) ?? null,
+    event: entry.event,
+  }
+}
+
+const COLUMNS = [
+  ['ID', 16],
+  ['RECORDED AT', 24],
+  ['ORDER', 32],
+  ['V', 2],
+  ['EVENT', 21],
+  ['WHAT HAPPENED', 0],
+] as const
+
+/** The table's columns are fixed, so rows can be printed as they arrive. */
+export const eventsHeader = (): string => row(COLUMNS.map(([title]) => title))
+
+export function eventRow(entry: LogEvent): string {
+  return row([
+    entry.streamId,
+    entry.recordedAt,
+    entry.order,
+    String(entry.version),
+    entry.event.$name,
+    describeEvent(entry.event),
+  ])
+}
+
+function row(cells: readonly string[]): string {
+  return (
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(COLUMNS[i]?.[1] ?? 0)))
+      .join('  ')
+      .trimEnd() + '\n'
+  )
+}
+
+/**
+ * `bakery events`: prints a slice of the global log, and with `--follow` tails it until
+ * interrupted. Resolves to the exit code: 0 done, 2 bad arguments.
+ */
+export async function runEvents(
+  argv: readonly string[],
+  io: ToolIo = processIo(),
+): Promise<number> {
+  if (wantsHelp(argv)) {
+    io.stdout.write(USAGE)
+    return 0
+  }
+  return runTool('events', USAGE, io, async ({ redis, keys }) => {
+    const { values, positionals } = parseToolArgs(argv, {
+      from: { type: 'string' },
+      to: { type: 'string' },
+      order: { type: 'string' },
+      type: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      follow: { type: 'boolean', default: false },
+    })
+    if (positionals.length > 0)
+      throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
+    if (values.follow && values.to !== undefined)
+      throw new UsageError('--follow prints new events as they come: it has no --to')
+    if (values.order !== undefined && !OrderKey.is(values.order))
+      throw new UsageError(`--order takes an order key (32 lowercase hex digits)`)
+    const now = Date.now()
+    const start = values.from === undefined ? '-' : parseBound('from', values.from, now)
+    const end = values.to === undefined ? '+' : parseBound('to', values.to, now)
+    const type = values.type === undefined ? undefined : parseType(values.type)
+    const limit = positiveInt('limit', values.limit, Number.POSITIVE_INFINITY)
+
+    let shown = 0
+    let skipped = 0
+    const print = (entry: LogEntry): boolean => {
+      if (entry instanceof MalformedEntry) {
+        skipped += 1
+        io.stderr.write(`skipped ${entry.message}\n`)
+        return true
+      }
+      if (values.order !== undefined && entry.order !== values.order) return true
+      if (type !== undefined && entry.event.$name !== type) return true
+      if (shown === 0 && !values.json) io.stdout.write(eventsHeader())
+      io.stdout.write(values.json ? `${JSON.stringify(eventJson(entry))}\n` : eventRow(entry))
+      shown += 1
+      return shown < limit
+    }
+
+    // Where following starts if the slice reads nothing: the end of the log as it is now.
+    let lastId = (await lastLogId(redis, keys)) ?? '0-0'
+    let more = true
+    for await (const batch of readLog(redis, keys, { start, end, batchSize: BATCH })) {
+      for (const entry of batch.entries) if (!(more = print(entry))) break
+      if (!more) break
+      lastId = batch.lastId
+    }
+
+    if (values.follow && more) {
+      const { signal, release } = interruptSignal(io)
+      try {
+        await follow(
+          redis,
+          keys,
+          lastId,
+          start,
+          signal,
+          (entry) => (more = print(entry)),
+          () => more,
+        )
+      } finally {
+        release()
+      }
+    }
+    io.stderr.write(
+      `${shown} event${shown === 1 ? '' : 's'} shown${skipped > 0 ? `, ${skipped} malformed entries skipped` : ''}\n`,
+    )
+    return 0
+  })
+}
+
+/** Tails the global log after `after` until `signal` aborts or `wantsMore` says stop. */
+async function follow(
+  redis: Redis,
+  keys: Keys,
+  after: string,
+  start: string,
+  signal: AbortSignal,
+  print: (entry: LogEntry) => void,
+  wantsMore: () => boolean,
+): Promise<void> {
+  // A blocked XREAD holds its connection; the main one stays free for everything else.
+  const reader = redis.duplicate()
+  reader.on('error', () => undefined)
+  let lastId = after
+  try {
+    while (!signal.aborted && wantsMore()) {
+      const result = await reader.xread(
+        'COUNT',
+        BATCH,
+        'BLOCK',
+        FOLLOW_BLOCK_MS,
+        'STREAMS',
+        keys.events,
+        lastId,
+      )
+      if (!result) continue
+      for (const [, entries] of result)
+        for (const [id, fields] of entries) {
+          lastId = id
+          // --from in the future: entries before it are not shown, even when following.
+          if (start !== '-' && compareStreamIds(id, start) < 0) continue
+          if (signal.aborted || !wantsMore()) return
+          print(decodeLogEntry(id, fields))
+        }
+    }
+  } finally {
+    reader.disconnect()
+  }
+}

@@ -1,0 +1,98 @@
+import { assertNever, type OrderEvent, type OrderKey } from '../messages'
+import { MalformedEntry, type EventStore } from '../platform/event-store'
+import { decodeLogEntry, type LogEntry } from './log-entries'
+import { foldView, type OrderView } from './order-view'
+import { traceIdOf } from './tool'
+
+/** One event of an order's history, as `bakery history` and `GET /orders/:key/events` show it. */
+export interface HistoryEntry {
+  readonly version: number
+  readonly type: OrderEvent['$name']
+  readonly recordedAt: string
+  /** Time since the previous event of the order, in ms; null for the first. */
+  readonly sincePreviousMs: number | null
+  readonly traceId: string | null
+  readonly streamId: string
+  readonly event: OrderEvent
+}
+
+/** An entry that could not be used, with the id it has in the order's stream. */
+export interface SkippedEntry {
+  readonly streamId: string
+  readonly reason: string
+}
+
+export interface OrderHistory {
+  readonly orderKey: string
+  readonly entries: readonly HistoryEntry[]
+  readonly skipped: readonly SkippedEntry[]
+}
+
+/** Builds the history from an order stream's entries, oldest first. */
+export function toHistory(orderKey: string, decoded: readonly LogEntry[]): OrderHistory {
+  const entries: HistoryEntry[] = []
+  const skipped: SkippedEntry[] = []
+  let previous: number | undefined
+  for (const entry of decoded) {
+    if (entry instanceof MalformedEntry) {
+      skipped.push({ streamId: entry.streamId, reason: entry.message })
+      continue
+    }
+    const at = Date.parse(entry.recordedAt)
+    entries.push({
+      version: entry.version,
+      type: entry.event.$name,
+      recordedAt: entry.recordedAt,
+      sincePreviousMs: previous === undefined ? null : at - previous,
+      traceId: traceIdOf(entry.trace) ?? null,
+      streamId: entry.streamId,
+      event: entry.event,
+    })
+    previous = at
+  }
+  return { orderKey, entries, skipped }
+}
+
+/** The order's history read from its stream; entries that do not decode are listed as skipped. */
+export async function readHistory(store: EventStore, orderKey: OrderKey): Promise<OrderHistory> {
+  const raw = await store.entries(orderKey)
+  return toHistory(
+    orderKey,
+    raw.map(([id, fields]) => decodeLogEntry(id, fields, orderKey)),
+  )
+}
+
+/** Where to stop folding for time travel: after a version, or at an instant. */
+export type Point =
+  | { readonly kind: 'version'; readonly version: number }
+  | { readonly kind: 'time'; readonly ms: number }
+
+/** The order as it was at `point`: the fold of the events up to it. */
+export interface PastState {
+  /** The last event folded in; undefined when the order did not exist yet. */
+  readonly last: HistoryEntry | undefined
+  readonly view: OrderView | undefined
+}
+
+export function stateAt(history: OrderHistory, point: Point): PastState {
+  const upTo = history.entries.filter((entry) =>
+    point.kind === 'version'
+      ? entry.version <= point.version
+      : Date.parse(entry.recordedAt) <= point.ms,
+  )
+  return { last: upTo[upTo.length - 1], view: foldView(upTo)?.view }
+}
+
+/** One line of what an event says, for a person. */
+export function describeEvent(event: OrderEvent): string {
+  switch (event.$name) {
+    case 'bakery/order-placed':
+      return `${event.customer} ordered ${event.pastry}`
+    case 'bakery/baking-started':
+      return 'a baker started baking'
+    case 'bakery/order-baked':
+      return `baked in ${event.bakeMs} ms${event.mistake ? ', baked twice after a mistake' : ''}`
+    default:
+      return assertNever(event)
+  }
+}

@@ -1,0 +1,191 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { Redis } from 'ioredis'
+import { ConfigError, loadConfig, redact, type Config } from '../platform/config'
+import { keys, type Keys } from '../platform/keys'
+
+/**
+ * What the stream-debugging tools (`history`, `replay`, `events`) share: where they write, how they
+ * read their arguments and configuration, how they connect, and how they format for a person.
+ */
+
+export interface Output {
+  write(text: string): unknown
+  readonly isTTY?: boolean
+  readonly columns?: number
+}
+
+/** A tool's surroundings; tests pass their own to capture output and stop `--follow`. */
+export interface ToolIo {
+  readonly stdout: Output
+  readonly stderr: Output
+  readonly env: NodeJS.ProcessEnv
+  /** Aborted when the user interrupts (SIGINT); default: installed by `processIo`. */
+  readonly signal?: AbortSignal
+}
+
+export const processIo = (): ToolIo => ({
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env: process.env,
+})
+
+/** A signal aborted by the first SIGINT (or the given signal), and a function to stop listening. */
+export function interruptSignal(io: ToolIo): { signal: AbortSignal; release: () => void } {
+  if (io.signal) return { signal: io.signal, release: () => undefined }
+  const controller = new AbortController()
+  const onSignal = () => controller.abort()
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  return {
+    signal: controller.signal,
+    release: () => {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    },
+  }
+}
+
+export interface ToolContext {
+  readonly config: Config
+  readonly redis: Redis
+  readonly keys: Keys
+}
+
+/** Bad command-line arguments: the tool prints the message and its usage, and exits 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError'
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>
+
+/** Strict `parseArgs`: an unknown option or a missing value is a UsageError. */
+export function parseToolArgs<O extends Options>(argv: readonly string[], options: O) {
+  try {
+    return parseArgs({ args: [...argv], options, allowPositionals: true, strict: true })
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error))
+  }
+}
+
+/**
+ * Runs a tool's body with configuration and a Redis connection, and maps failures to exit codes:
+ * 2 bad arguments, 78 bad configuration, 1 Redis unreachable or anything else unexpected.
+ */
+export async function runTool(
+  name: string,
+  usage: string,
+  io: ToolIo,
+  body: (context: ToolContext) => Promise<number>,
+): Promise<number> {
+  let config: Config
+  try {
+    config = loadConfig(io.env)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    io.stderr.write(`bakery ${name}: ${error.message}\n`)
+    return 78
+  }
+  const redis = new Redis(config.REDIS_URL.href, {
+    connectionName: `bakery-${name}`,
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    // A tool is run by a person who wants an answer: no reconnecting for minutes.
+    retryStrategy: () => null,
+  })
+  redis.on('error', () => undefined)
+  try {
+    try {
+      await redis.connect()
+    } catch (error) {
+      io.stderr.write(
+        `bakery ${name}: cannot reach Redis at ${redact(config.REDIS_URL)} (${describe(error)}); is it running?\n`,
+      )
+      return 1
+    }
+    return await body({ config, redis, keys: keys(config.BAKERY_NAMESPACE) })
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr.write(`bakery ${name}: ${error.message}\n\n${usage}`)
+      return 2
+    }
+    io.stderr.write(`bakery ${name}: ${describe(error)}\n`)
+    return 1
+  } finally {
+    redis.disconnect()
+  }
+}
+
+export const describe = (error: unknown): string =>
+  error instanceof Error ? error.message : String(error)
+
+/** `--help` anywhere in the arguments. */
+export const wantsHelp = (argv: readonly string[]) => argv.includes('--help') || argv.includes('-h')
+
+/** A positive integer option, or a UsageError naming it. */
+export function positiveInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
+    throw new UsageError(`--${name} must be a positive integer, not ${JSON.stringify(value)}`)
+  return n
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/**
+ * A point in time given on the command line: an RFC 3339 / ISO 8601 date or time, or a duration
+ * ago (`90s`, `15m`, `2h`, `1d`). Undefined when the text is neither.
+ */
+export function parseTime(text: string, now: number): number | undefined {
+  const ago = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text)
+  if (ago) return now - Number(ago[1]) * UNITS[ago[2]!]!
+  if (!/^\d{4}-\d{2}-\d{2}/.test(text)) return undefined
+  const ms = Date.parse(text)
+  return Number.isNaN(ms) ? undefined : ms
+}
+
+/** A duration for a person: `840 ms`, `2.4 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`. */
+export function formatDuration(ms: number): string {
+  const sign = ms < 0 ? '-' : ''
+  const abs = Math.abs(ms)
+  if (abs < 1000) return `${sign}${Math.round(abs)} ms`
+  if (abs < 60_000) return `${sign}${(abs / 1000).toFixed(abs < 10_000 ? 1 : 0)} s`
+  const s = Math.round(abs / 1000)
+  if (s < 3600) return `${sign}${Math.floor(s / 60)} min ${s % 60} s`
+  if (s < 86_400) return `${sign}${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`
+  return `${sign}${Math.floor(s / 86_400)} d ${Math.floor((s % 86_400) / 3600)} h`
+}
+
+/** 12345 -> `12,345`, the same on every machine. */
+export const formatCount = (n: number): string =>
+  Math.round(n)
+    .toString()
+    .replace(/\B(?=(\d{3})+(?!\d))/g, ',')
+
+/** Left-aligned columns separated by two spaces; the last column is not padded. */
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+): string {
+  const widths = header.map((title, i) =>
+    Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)),
+  )
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
+  return [line(header), ...rows.map(line)].join('\n') + '\n'
+}
+
+/** The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if there is one. */
+export function traceIdOf(carrier: Readonly<Record<string, string>>): string | undefined {
+  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(
+    carrier.traceparent ?? '',
+  )
+  return match && !/^0+$/.test(match[1]!) ? match[1] : undefined
+}
+
+/** Jaeger's page for a trace. */
+export const traceUrl = (jaegerUi: URL, traceId: string): string =>
+  `${jaegerUi.href.replace(/\/+$/, '')}/trace/${traceId}`

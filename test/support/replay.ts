@@ -1,0 +1,89 @@
+import type * as t from 'io-ts'
+import { Redis } from 'ioredis'
+import {
+  BakingStarted,
+  OrderBaked,
+  OrderPlaced,
+  NonNegativeInt,
+  type OrderEvent,
+  type OrderKey,
+  type Timestamp,
+} from '../../src/messages'
+import { EventStore } from '../../src/platform/event-store'
+import { keys, type Keys } from '../../src/platform/keys'
+import { projectOrder } from '../../src/projections/projector'
+import type { ToolIo } from '../../src/projections/tool'
+import { ViewStore } from '../../src/projections/view-store'
+import { randomOrderKey } from '../../src/reception/orders'
+import { REDIS_URL } from '.'
+
+/** A namespace's event store and read model, on a connection of its own. */
+export function bakery(namespace: string, now?: () => Date) {
+  const redis = new Redis(REDIS_URL)
+  const k: Keys = keys(namespace)
+  const store = new EventStore(redis, k, now)
+  const views = new ViewStore(redis, k)
+  return { redis, keys: k, store, views, close: () => redis.disconnect() }
+}
+export type Bakery = ReturnType<typeof bakery>
+
+const at = (ms: number) => new Date(ms).toISOString() as Timestamp
+
+/** The three events of an order's life, as the reception and the baker record them. */
+export const lifecycle = {
+  placed: (orderKey: OrderKey, customer = 'homer', pastry = 'la bombe', ms = Date.now()) =>
+    OrderPlaced.create({ orderKey, customer, pastry, orderTime: at(ms) }),
+  started: (orderKey: OrderKey, ms = Date.now()) =>
+    BakingStarted.create({ orderKey, startedAt: at(ms) }),
+  baked: (orderKey: OrderKey, bakeMs = 42, mistake = false, ms = Date.now()) =>
+    OrderBaked.create({
+      orderKey,
+      bakedAt: at(ms),
+      bakeMs: bakeMs as t.TypeOf<typeof NonNegativeInt>,
+      mistake,
+    }),
+}
+
+/** Appends the next event of an order and projects it, as the projector would on delivery. */
+export async function record(b: Bakery, event: OrderEvent, project = true): Promise<void> {
+  const version = await b.store.version(event.orderKey)
+  await b.store.append(event.orderKey, version, [event], [])
+  if (project) await projectOrder(b, event)
+}
+
+/** Places `count` orders and takes each one `steps` events far (1 placed .. 3 baked). */
+export async function seedOrders(b: Bakery, count: number, steps = 3): Promise<OrderKey[]> {
+  const orders = Array.from({ length: count }, () => randomOrderKey())
+  for (const orderKey of orders) {
+    await record(b, lifecycle.placed(orderKey))
+    if (steps >= 2) await record(b, lifecycle.started(orderKey))
+    if (steps >= 3) await record(b, lifecycle.baked(orderKey))
+  }
+  return orders
+}
+
+export interface CapturedIo extends ToolIo {
+  readonly out: () => string
+  readonly err: () => string
+}
+
+/** Tool surroundings that capture what a command prints. */
+export function captureIo(
+  namespace: string,
+  {
+    tty = false,
+    signal,
+    env = {},
+  }: { tty?: boolean; signal?: AbortSignal; env?: NodeJS.ProcessEnv } = {},
+): CapturedIo {
+  let out = ''
+  let err = ''
+  return {
+    stdout: { write: (s: string) => (out += s), isTTY: tty },
+    stderr: { write: (s: string) => (err += s), isTTY: tty },
+    env: { REDIS_URL, BAKERY_NAMESPACE: namespace, ...env },
+    ...(signal ? { signal } : {}),
+    out: () => out,
+    err: () => err,
+  }
+}
