@@ -62,7 +62,7 @@ export function fieldErrors(errors: t.Errors): FieldError[] {
     const path = '/' + keys.map((key) => key.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')
     const expected = error.context[error.context.length - 1]?.type.name ?? 'a valid value'
     const message =
-      error.message ?? (error.value === undefined ? 'is required' : `must be ${expected}`)
+      error.value === undefined ? 'is required' : (error.message ?? `must be ${expected}`)
     if (!seen.has(path)) seen.set(path, { path, message })
   }
   return [...seen.values()]

@@ -1,0 +1,152 @@
+import { after, afterEach, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import amqp from 'amqplib'
+import pino from 'pino'
+import { Redis } from 'ioredis'
+import { OrderPlaced, PlaceOrder, type OrderKey, type Timestamp } from '../src/messages'
+import { loadConfig } from '../src/platform/config'
+import { handlerFor, startService, type Service } from '../src/platform/service'
+import { queues, topology } from '../src/platform/topology'
+import { Headers } from '../src/platform/rabbitmq'
+import { projectOrder } from '../src/projections/projector'
+import { ViewStore } from '../src/projections/view-store'
+import { placeOrder, randomOrderKey } from '../src/reception/orders'
+import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
+
+const logger = pino({ level: 'silent' })
+const order = (orderKey: OrderKey) => ({
+  orderKey,
+  customer: 'homer',
+  pastry: 'donut',
+  orderTime: '2026-11-27T10:00:00.000Z' as Timestamp,
+})
+
+describe('the bus over RabbitMQ', () => {
+  let vhost: Awaited<ReturnType<typeof createVhost>>
+  const namespace = uniqueNamespace('bus')
+  const services: Service[] = []
+  const config = () =>
+    loadConfig({
+      AMQP_URL: vhost.url,
+      REDIS_URL,
+      BAKERY_NAMESPACE: namespace,
+      RETRY_MAX_ATTEMPTS: '3',
+      RETRY_INITIAL_DELAY_MS: '20',
+    })
+  const start = async (options: Omit<Parameters<typeof startService>[0], 'config' | 'logger'>) => {
+    const service = await startService({ config: config(), logger, ...options })
+    services.push(service)
+    assert.ok(await service.transport.waitUntilReady(10_000), 'connected to RabbitMQ')
+    return service
+  }
+
+  before(async () => {
+    vhost = await createVhost('bus')
+  })
+  // Consumers of one test must not compete for the next test's messages.
+  afterEach(async () => {
+    for (const service of services.splice(0)) await service.stop()
+  })
+  after(async () => {
+    await dropNamespace(namespace)
+    await vhost.drop()
+  })
+
+  it('keeps a command sent before any baker ran, and delivers it once one starts', async () => {
+    const sender = await start({ relay: false })
+    const orderKey = randomOrderKey()
+    await sender.bus.send(PlaceOrder.create(order(orderKey)))
+    const received: PlaceOrder[] = []
+    await start({
+      relay: false,
+      consume: {
+        queue: queues.baker,
+        handlers: () => [handlerFor(PlaceOrder, async (c) => void received.push(c))],
+      },
+    })
+    await waitFor('the early command', () => received.some((c) => c.orderKey === orderKey))
+  })
+
+  it('dead-letters a message it cannot decode, with the reason, and handles the next one', async () => {
+    const handled: string[] = []
+    const connection = await amqp.connect(vhost.url)
+    const channel = await connection.createConfirmChannel()
+    await start({
+      relay: false,
+      consume: {
+        queue: queues.projector,
+        handlers: () => [handlerFor(OrderPlaced, async (e) => void handled.push(e.orderKey))],
+      },
+    })
+    const poisonKey = randomOrderKey()
+    const validKey = randomOrderKey()
+    channel.publish(
+      OrderPlaced.$name,
+      '',
+      Buffer.from(JSON.stringify({ $name: OrderPlaced.$name, $version: 1, orderKey: poisonKey })),
+      { messageId: 'poison-1' },
+    )
+    channel.publish(
+      OrderPlaced.$name,
+      '',
+      Buffer.from(JSON.stringify(OrderPlaced.create(order(validKey)))),
+    )
+    await channel.waitForConfirms()
+    await waitFor('the valid message', () => handled.includes(validKey))
+    const dead = await waitFor('the dead letter', async () => {
+      const message = await channel.get(topology.deadLetterQueue, { noAck: true })
+      return message && message.properties.messageId === 'poison-1' ? message : undefined
+    })
+    assert.match(
+      String(dead.properties.headers?.[Headers.reason]),
+      /not a valid bakery\/order-placed.*customer/,
+    )
+    assert.equal(dead.properties.headers?.[Headers.queue], queues.projector)
+    assert.ok(!handled.includes(poisonKey))
+    await connection.close()
+  })
+
+  it('retries a handler that fails, then succeeds', async () => {
+    let calls = 0
+    const done: string[] = []
+    const sender = await start({ relay: false })
+    await start({
+      relay: false,
+      consume: {
+        queue: queues.baker,
+        handlers: () => [
+          handlerFor(PlaceOrder, async (c) => {
+            calls += 1
+            if (calls < 3) throw new Error('the oven is cold')
+            done.push(c.orderKey)
+          }),
+        ],
+      },
+    })
+    const orderKey = randomOrderKey()
+    await sender.bus.send(PlaceOrder.create(order(orderKey)))
+    await waitFor('the third attempt', () => done.includes(orderKey))
+    assert.equal(calls, 3)
+  })
+
+  it('leaves the read model unchanged when an event is delivered again', async () => {
+    const redis = new Redis(REDIS_URL)
+    const service = await start({ relay: false })
+    const views = new ViewStore(redis, service.keys)
+    const deps = {
+      store: service.store,
+      views,
+      now: () => new Date('2026-11-27T10:00:00.000Z'),
+      newOrderKey: randomOrderKey,
+    }
+    const orderKey = await placeOrder(deps, { customer: 'homer', pastry: 'donut' })
+    const [placed] = await service.store.read(orderKey)
+    await projectOrder(deps, placed!.event)
+    const first = await redis.hgetall(service.keys.view(orderKey))
+    await projectOrder(deps, placed!.event)
+    assert.deepEqual(await redis.hgetall(service.keys.view(orderKey)), first)
+    assert.equal(first.status, 'pending')
+    assert.equal(first.version, '1')
+    redis.disconnect()
+  })
+})

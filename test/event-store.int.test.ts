@@ -1,0 +1,82 @@
+import { after, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { BakingStarted, OrderPlaced, type OrderKey, type Timestamp } from '../src/messages'
+import { EventStore, VersionConflict } from '../src/platform/event-store'
+import { keys } from '../src/platform/keys'
+import { randomOrderKey } from '../src/reception/orders'
+import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
+
+const namespace = uniqueNamespace('store')
+const redis = new Redis(REDIS_URL)
+const store = new EventStore(redis, keys(namespace))
+const placed = (orderKey: OrderKey) =>
+  OrderPlaced.create({
+    orderKey,
+    customer: 'homer',
+    pastry: 'donut',
+    orderTime: '2026-11-27T10:00:00.000Z' as Timestamp,
+  })
+const started = (orderKey: OrderKey, at: string) =>
+  BakingStarted.create({ orderKey, startedAt: at as Timestamp })
+
+describe('event store', () => {
+  after(async () => {
+    await dropNamespace(namespace)
+    redis.disconnect()
+  })
+
+  it('appends to the order stream, the global log and the outbox in one step', async () => {
+    const orderKey = randomOrderKey()
+    const version = await store.append(
+      orderKey,
+      0,
+      [placed(orderKey)],
+      [{ kind: 'event', message: placed(orderKey) }],
+    )
+    assert.equal(version, 1)
+    const [entry] = await store.read(orderKey)
+    assert.deepEqual(entry?.event, placed(orderKey))
+    assert.equal(entry?.version, 1)
+    const global = await redis.xrange(keys(namespace).events, '-', '+')
+    assert.ok(global.some(([, fields]) => fields.includes(orderKey)))
+    assert.equal(await redis.xlen(keys(namespace).outbox), 1)
+  })
+
+  it('lets exactly one of two concurrent appends at the same version win', async () => {
+    const orderKey = randomOrderKey()
+    await store.append(orderKey, 0, [placed(orderKey)], [])
+    const outboxBefore = await redis.xlen(keys(namespace).outbox)
+    const results = await Promise.allSettled([
+      store.append(
+        orderKey,
+        1,
+        [started(orderKey, '2026-11-27T10:00:01.000Z')],
+        [{ kind: 'event', message: started(orderKey, '2026-11-27T10:00:01.000Z') }],
+      ),
+      store.append(
+        orderKey,
+        1,
+        [started(orderKey, '2026-11-27T10:00:02.000Z')],
+        [{ kind: 'event', message: started(orderKey, '2026-11-27T10:00:02.000Z') }],
+      ),
+    ])
+    const won = results.filter((r) => r.status === 'fulfilled')
+    const lost = results.filter((r) => r.status === 'rejected')
+    assert.equal(won.length, 1)
+    assert.equal(lost.length, 1)
+    assert.ok((lost[0] as PromiseRejectedResult).reason instanceof VersionConflict)
+    assert.equal(
+      (await store.read(orderKey)).length,
+      2,
+      'the loser wrote nothing to the order stream',
+    )
+    assert.equal(await redis.xlen(keys(namespace).outbox), outboxBefore + 1, 'nor to the outbox')
+  })
+
+  it('refuses to create an order stream that exists', async () => {
+    const orderKey = randomOrderKey()
+    await store.append(orderKey, 0, [placed(orderKey)], [])
+    await assert.rejects(store.append(orderKey, 0, [placed(orderKey)], []), VersionConflict)
+  })
+})

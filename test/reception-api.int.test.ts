@@ -1,0 +1,205 @@
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import inject, { type InjectOptions, type Response } from 'light-my-request'
+import { Redis } from 'ioredis'
+import pino from 'pino'
+import { createApp } from '../src/reception/app'
+import { randomOrderKey } from '../src/reception/orders'
+import { EventStore } from '../src/platform/event-store'
+import { keys } from '../src/platform/keys'
+import { ViewStore } from '../src/projections/view-store'
+import { BODY_LIMIT_BYTES } from '../src/reception/json-body'
+import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
+
+const namespace = uniqueNamespace('api')
+const redis = new Redis(REDIS_URL)
+const store = new EventStore(redis, keys(namespace))
+const app = createApp({
+  store,
+  views: new ViewStore(redis, keys(namespace)),
+  now: () => new Date('2026-11-27T10:00:00.000Z'),
+  newOrderKey: randomOrderKey,
+  logger: pino({ level: 'silent' }),
+  isReady: () => true,
+})
+const handler = app.callback()
+
+const request = (options: InjectOptions): Promise<Response> => inject(handler, options)
+const post = (
+  payload: string | Buffer,
+  headers: Record<string, string> = { 'content-type': 'application/json' },
+) => request({ method: 'POST', url: '/orders', payload, headers })
+
+/** Every client mistake: a 4xx problem+json whose detail says what to fix. */
+function assertProblem(
+  response: Response,
+  status: number,
+  detail: RegExp,
+): Record<string, unknown> {
+  assert.equal(response.statusCode, status, response.body)
+  assert.match(String(response.headers['content-type']), /^application\/problem\+json/)
+  const body = response.json<Record<string, unknown>>()
+  assert.equal(body.status, status)
+  assert.equal(typeof body.type, 'string')
+  assert.equal(typeof body.title, 'string')
+  assert.match(String(body.detail), detail)
+  return body
+}
+
+describe('reception API', () => {
+  before(async () => redis.ping())
+  after(async () => {
+    await dropNamespace(namespace)
+    redis.disconnect()
+  })
+
+  it('GET / says the reception is attended', async () => {
+    const response = await request({ method: 'GET', url: '/' })
+    assert.equal(response.statusCode, 200)
+    assert.deepEqual(response.json(), { message: 'reception is attended' })
+  })
+
+  it('POST /orders answers 202 with a random key and a Location, and GET shows it pending at once', async () => {
+    const response = await post(
+      JSON.stringify({ customer: ' homer ', pastry: 'la bombe', status: 'finished', extra: 1 }),
+    )
+    assert.equal(response.statusCode, 202)
+    const { orderKey } = response.json<{ orderKey: string }>()
+    assert.match(orderKey, /^[0-9a-f]{32}$/)
+    assert.equal(response.headers.location, `/orders/${orderKey}`)
+    const second = (await post(JSON.stringify({ customer: 'homer', pastry: 'la bombe' }))).json<{
+      orderKey: string
+    }>()
+    assert.notEqual(second.orderKey, orderKey, 'the same order twice gets two keys')
+
+    const got = await request({ method: 'GET', url: `/orders/${orderKey}` })
+    assert.equal(got.statusCode, 200)
+    assert.deepEqual(got.json(), {
+      pastry: 'la bombe',
+      customer: 'homer',
+      orderTime: '2026-11-27T10:00:00.000Z',
+      status: 'pending',
+    })
+    const [event] = await store.read(orderKey as never)
+    assert.deepEqual(Object.keys(event!.event).sort(), [
+      '$name',
+      '$version',
+      'customer',
+      'orderKey',
+      'orderTime',
+      'pastry',
+    ])
+  })
+
+  it('accepts application/json with a UTF-8 charset and +json types', async () => {
+    const body = JSON.stringify({ customer: 'marge', pastry: 'éclair' })
+    assert.equal(
+      (await post(body, { 'content-type': 'application/json; charset=utf-8' })).statusCode,
+      202,
+    )
+    assert.equal(
+      (await post(body, { 'content-type': 'application/vnd.bakery+json' })).statusCode,
+      202,
+    )
+  })
+
+  it('404 for an unknown key, a malformed key and an unknown route', async () => {
+    assertProblem(
+      await request({ method: 'GET', url: `/orders/${randomOrderKey()}` }),
+      404,
+      /no order with key/,
+    )
+    assertProblem(
+      await request({ method: 'GET', url: '/orders/..%2F..%2Fetc%2Fpasswd' }),
+      404,
+      /32 lowercase hex/,
+    )
+    assertProblem(await request({ method: 'GET', url: '/cakes' }), 404, /nothing at \/cakes/)
+  })
+
+  it('405 with Allow for a wrong method', async () => {
+    const response = await request({ method: 'DELETE', url: '/orders' })
+    const body = assertProblem(response, 405, /DELETE is not allowed/)
+    assert.match(String(response.headers.allow), /POST/)
+    assert.equal(body.title, 'Method Not Allowed')
+    assertProblem(await request({ method: 'PUT', url: '/' }), 405, /use/)
+  })
+
+  const invalid: [string, string, RegExp][] = [
+    ['not JSON', '{"customer": ', /not valid JSON/],
+    ['an array', '[]', /must be a JSON object/],
+    ['null', 'null', /must be a JSON object/],
+    ['a string', '"homer"', /must be a JSON object/],
+  ]
+  for (const [what, body, detail] of invalid)
+    it(`400 for a body that is ${what}`, async () => {
+      assertProblem(await post(body), 400, detail)
+    })
+
+  const fieldCases: [string, unknown, string, RegExp][] = [
+    ['missing customer', { pastry: 'donut' }, '/customer', /required/],
+    ['missing pastry', { customer: 'homer' }, '/pastry', /required/],
+    ['mistyped customer', { customer: 42, pastry: 'donut' }, '/customer', /string/],
+    ['empty pastry', { customer: 'homer', pastry: '' }, '/pastry', /empty or blank/],
+    ['blank customer', { customer: '   ', pastry: 'donut' }, '/customer', /empty or blank/],
+    ['over-long pastry', { customer: 'homer', pastry: 'x'.repeat(101) }, '/pastry', /at most 100/],
+    ['control characters', { customer: 'ho\u0007mer', pastry: 'donut' }, '/customer', /control/],
+  ]
+  for (const [what, body, path, message] of fieldCases)
+    it(`400 naming the field for ${what}`, async () => {
+      const problem = assertProblem(await post(JSON.stringify(body)), 400, new RegExp(path))
+      const errors = problem.errors as { path: string; message: string }[]
+      assert.ok(
+        errors.some((e) => e.path === path && message.test(e.message)),
+        JSON.stringify(errors),
+      )
+    })
+
+  it('400 for invalid UTF-8', async () => {
+    assertProblem(await post(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d])), 400, /UTF-8/)
+  })
+
+  it('413 for a body over the limit', async () => {
+    const huge = JSON.stringify({ customer: 'homer', pastry: 'x'.repeat(BODY_LIMIT_BYTES) })
+    assertProblem(await post(huge), 413, new RegExp(`${BODY_LIMIT_BYTES} bytes`))
+  })
+
+  it('415 for a wrong or missing content type, or another charset', async () => {
+    const body = JSON.stringify({ customer: 'homer', pastry: 'donut' })
+    assertProblem(await post(body, { 'content-type': 'text/plain' }), 415, /application\/json/)
+    assertProblem(await post(body, {}), 415, /application\/json/)
+    assertProblem(
+      await post(body, { 'content-type': 'application/json; charset=latin1' }),
+      415,
+      /UTF-8/,
+    )
+  })
+
+  it('503, not 500, when Redis is away, and the body says nothing internal', async () => {
+    const down = new Redis('redis://127.0.0.1:1', {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    })
+    const downApp = createApp({
+      store: new EventStore(down, keys(namespace)),
+      views: new ViewStore(down, keys(namespace)),
+      now: () => new Date(),
+      newOrderKey: randomOrderKey,
+      logger: pino({ level: 'silent' }),
+      isReady: () => false,
+    })
+    const response = await inject(downApp.callback(), {
+      method: 'POST',
+      url: '/orders',
+      payload: JSON.stringify({ customer: 'homer', pastry: 'donut' }),
+      headers: { 'content-type': 'application/json' },
+    })
+    const body = assertProblem(response, 503, /try again/)
+    assert.equal(response.headers['retry-after'], '1')
+    assert.doesNotMatch(JSON.stringify(body), /ECONNREFUSED|Stream|stack/i)
+    const ready = await inject(downApp.callback(), { method: 'GET', url: '/readyz' })
+    assert.equal(ready.statusCode, 503)
+    down.disconnect()
+  })
+})
