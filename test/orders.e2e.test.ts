@@ -1,0 +1,126 @@
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { EventStore } from '../src/platform/event-store'
+import { keys } from '../src/platform/keys'
+import type { OrderKey } from '../src/messages'
+import {
+  createVhost,
+  dropNamespace,
+  listeningPort,
+  postOrder,
+  REDIS_URL,
+  startRole,
+  uniqueNamespace,
+  waitFor,
+  type RoleProcess,
+} from './support'
+
+/** The three roles as real processes, started the way the README says. */
+describe('an order, end to end across reception, baker and projector', () => {
+  const namespace = uniqueNamespace('e2e')
+  const redis = new Redis(REDIS_URL)
+  const store = new EventStore(redis, keys(namespace))
+  const roles: RoleProcess[] = []
+  let vhost: Awaited<ReturnType<typeof createVhost>>
+  let base = ''
+
+  before(async () => {
+    vhost = await createVhost('e2e')
+    const env = {
+      AMQP_URL: vhost.url,
+      REDIS_URL,
+      BAKERY_NAMESPACE: namespace,
+      PORT: '0',
+      HEALTH_PORT: '0',
+      BAKE_TIME_SCALE: '0.1',
+      OTEL_SDK_DISABLED: 'true',
+    }
+    const [reception] = await Promise.all([
+      startRole('reception', env),
+      startRole('baker', env),
+      startRole('projector', env),
+    ]).then((started) => (roles.push(...started), started))
+    base = `http://127.0.0.1:${listeningPort(reception!)}`
+  })
+
+  after(async () => {
+    const codes = await Promise.all(roles.map((role) => role.stop()))
+    redis.disconnect()
+    await dropNamespace(namespace)
+    await vhost.drop()
+    assert.deepEqual(codes, [0, 0, 0], 'every role exits 0 on SIGTERM')
+  })
+
+  it('200 concurrent orders all finish, each with exactly its three events', async () => {
+    const keys_ = (await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        postOrder(base, { customer: `customer ${i}`, pastry: `pastry ${i % 17}` }),
+      ),
+    )) as OrderKey[]
+    assert.equal(new Set(keys_).size, 200)
+
+    await waitFor(
+      'every order to be finished',
+      async () => {
+        const statuses = await Promise.all(
+          keys_.map(
+            async (key) =>
+              ((await (await fetch(`${base}/orders/${key}`)).json()) as { status: string }).status,
+          ),
+        )
+        return statuses.every((status) => status === 'finished')
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    )
+
+    for (const [i, key] of keys_.entries()) {
+      const history = await store.read(key)
+      assert.deepEqual(
+        history.map((e) => [e.version, e.event.$name]),
+        [
+          [1, 'bakery/order-placed'],
+          [2, 'bakery/baking-started'],
+          [3, 'bakery/order-baked'],
+        ],
+      )
+      const view = (await (await fetch(`${base}/orders/${key}`)).json()) as Record<string, string>
+      assert.equal(view.customer, `customer ${i}`)
+      assert.equal(view.pastry, `pastry ${i % 17}`)
+      assert.match(view.orderTime!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+    }
+    const global = await redis.xlen(keys(namespace).events)
+    assert.equal(global, 600, 'the global log holds each event once')
+    const readModel = await Promise.all(
+      keys_.map((key) => redis.hget(keys(namespace).view(key), 'status')),
+    )
+    assert.ok(
+      readModel.every((status) => status === 'finished'),
+      'the read model itself is finished',
+    )
+  })
+
+  it('goes pending -> baking -> finished as seen through GET', async () => {
+    const key = await postOrder(base, { customer: 'homer', pastry: 'croissant' })
+    const seen: string[] = []
+    await waitFor(
+      'the order to finish',
+      async () => {
+        const { status } = (await (await fetch(`${base}/orders/${key}`)).json()) as {
+          status: string
+        }
+        if (seen[seen.length - 1] !== status) seen.push(status)
+        return status === 'finished'
+      },
+      { intervalMs: 5 },
+    )
+    assert.equal(seen[0], 'pending')
+    assert.equal(seen[seen.length - 1], 'finished')
+    const order = ['pending', 'baking', 'finished']
+    assert.deepEqual(
+      [...seen].sort((a, b) => order.indexOf(a) - order.indexOf(b)),
+      seen,
+      'never backwards',
+    )
+  })
+})
