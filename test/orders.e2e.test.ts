@@ -41,7 +41,7 @@ describe('an order, end to end across reception, baker and projector', () => {
       startRole('baker', env),
       startRole('projector', env),
     ]).then((started) => (roles.push(...started), started))
-    base = `http://127.0.0.1:${listeningPort(reception!)}`
+    base = `http://127.0.0.1:${listeningPort(reception)}`
   })
 
   after(async () => {
@@ -114,7 +114,8 @@ describe('an order, end to end across reception, baker and projector', () => {
       },
       { intervalMs: 5 },
     )
-    assert.equal(seen[0], 'pending')
+    // A quick baker may have taken it already: what matters is that it is there, never a 404.
+    assert.ok(seen[0] === 'pending' || seen[0] === 'baking', `first seen: ${seen[0]}`)
     assert.equal(seen[seen.length - 1], 'finished')
     const order = ['pending', 'baking', 'finished']
     assert.deepEqual(
