@@ -20,7 +20,6 @@ import {
   runTool,
   traceIdOf,
   UsageError,
-  wantsHelp,
   type ToolIo,
 } from './tool'
 
@@ -126,11 +125,7 @@ export async function runEvents(
   argv: readonly string[],
   io: ToolIo = processIo(),
 ): Promise<number> {
-  if (wantsHelp(argv)) {
-    io.stdout.write(USAGE)
-    return 0
-  }
-  return runTool('events', USAGE, io, async ({ redis, keys }) => {
+  return runTool('events', USAGE, argv, io, async ({ redis, keys }) => {
     const { values, positionals } = parseToolArgs(argv, {
       from: { type: 'string' },
       to: { type: 'string' },

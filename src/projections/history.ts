@@ -10,7 +10,6 @@ import {
   runTool,
   traceUrl,
   UsageError,
-  wantsHelp,
   type ToolIo,
 } from './tool'
 
@@ -98,11 +97,7 @@ export async function runHistory(
   argv: readonly string[],
   io: ToolIo = processIo(),
 ): Promise<number> {
-  if (wantsHelp(argv)) {
-    io.stdout.write(USAGE)
-    return 0
-  }
-  return runTool('history', USAGE, io, async ({ config, redis, keys }) => {
+  return runTool('history', USAGE, argv, io, async ({ config, redis, keys }) => {
     const { values, positionals } = parseToolArgs(argv, {
       json: { type: 'boolean', default: false },
       at: { type: 'string' },

@@ -8,7 +8,6 @@ import {
   processIo,
   runTool,
   UsageError,
-  wantsHelp,
   type Output,
   type ToolIo,
 } from './tool'
@@ -85,11 +84,7 @@ export async function runReplay(
   argv: readonly string[],
   io: ToolIo = processIo(),
 ): Promise<number> {
-  if (wantsHelp(argv)) {
-    io.stdout.write(USAGE)
-    return 0
-  }
-  return runTool('replay', USAGE, io, async ({ redis, keys, config }) => {
+  return runTool('replay', USAGE, argv, io, async ({ redis, keys, config }) => {
     const { values, positionals } = parseToolArgs(argv, {
       verify: { type: 'boolean', default: false },
       batch: { type: 'string' },

@@ -74,9 +74,14 @@ export function parseToolArgs<O extends Options>(argv: readonly string[], option
 export async function runTool(
   name: string,
   usage: string,
+  argv: readonly string[],
   io: ToolIo,
   body: (context: ToolContext) => Promise<number>,
 ): Promise<number> {
+  if (wantsHelp(argv)) {
+    io.stdout.write(usage)
+    return 0
+  }
   let config: Config
   try {
     config = loadConfig(io.env)
