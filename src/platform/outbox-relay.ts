@@ -52,9 +52,9 @@ export class OutboxRelay {
   async stop(): Promise<void> {
     this.stopping = true
     // A blocking read returns within a second; a Redis that is away would hold it forever.
+    // Not awaited after that: a command queued for an absent Redis never settles.
     await Promise.race([this.running, sleep(2000)])
     this.options.redis.disconnect()
-    await this.running
   }
 
   private async loop(): Promise<void> {

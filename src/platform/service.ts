@@ -113,7 +113,9 @@ export async function startService({
       await transport.stopConsuming()
       await outboxRelay?.stop()
       await bus.dispose()
-      await redis.quit().catch(() => redis.disconnect())
+      // QUIT would wait in the offline queue for a Redis that is away.
+      if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect())
+      else redis.disconnect()
     },
   }
 }
