@@ -18,6 +18,7 @@ import { runHistory } from '../src/projections/history'
 import { createApp } from '../src/reception/app'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, uniqueNamespace } from './support'
+import { receptionExtras } from './support/reception'
 import { bakery, captureIo, lifecycle, record } from './support/replay'
 
 /** Enough of a context manager for the append script to see the caller's span. */
@@ -88,6 +89,7 @@ describe('an order history', () => {
       newOrderKey: randomOrderKey,
       logger: pino({ level: 'silent' }),
       isReady: () => true,
+      ...receptionExtras(b.redis, b.redis, namespace),
     })
     const handler = app.callback()
     server = createServer((req, res) => void handler(req, res)).listen(0, '127.0.0.1')

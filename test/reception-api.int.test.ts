@@ -10,6 +10,7 @@ import { keys } from '../src/platform/keys'
 import { ViewStore } from '../src/projections/view-store'
 import { BODY_LIMIT_BYTES } from '../src/reception/json-body'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
+import { receptionExtras } from './support/reception'
 
 const namespace = uniqueNamespace('api')
 const redis = new Redis(REDIS_URL)
@@ -21,6 +22,7 @@ const app = createApp({
   newOrderKey: randomOrderKey,
   logger: pino({ level: 'silent' }),
   isReady: () => true,
+  ...receptionExtras(redis, redis, namespace),
 })
 const handler = app.callback()
 
@@ -188,6 +190,7 @@ describe('reception API', () => {
       newOrderKey: randomOrderKey,
       logger: pino({ level: 'silent' }),
       isReady: () => false,
+      ...receptionExtras(down, down, namespace),
     })
     const response = await inject(downApp.callback(), {
       method: 'POST',

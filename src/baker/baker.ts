@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { OrderKey, PlaceOrder } from '../messages'
 import { VersionConflict, type EventStore, type OutboxMessage } from '../platform/event-store'
+import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
 import { Attr, inSpan, messageSentAt } from '../platform/tracing'
 import { planBake, type BakePlan } from './bake-time'
@@ -43,6 +44,8 @@ export async function bake(deps: BakerDeps, command: PlaceOrder): Promise<BakeOu
       span.setAttribute(Attr.mistake, outcome.plan.mistake)
       span.setAttribute(Attr.bakeMs, outcome.plan.totalMs)
       span.setAttribute(Attr.timeToCompletionMs, deps.now().getTime() - orderedAt)
+      if (outcome.state.status === 'finished')
+        metrics.orderFinished(command.orderTime, outcome.plan.totalMs, deps.now().getTime())
     }
     return outcome
   })

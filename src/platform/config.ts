@@ -135,6 +135,16 @@ export const variables = {
     'http://localhost:16686',
     'Jaeger UI, for the trace links Bakery prints.',
   ),
+  SSE_HEARTBEAT_MS: variable(
+    IntFromString(100, 600_000),
+    '15000',
+    'Interval of the comment lines that keep an idle GET /orders/:key/updates stream open through proxies.',
+  ),
+  IDEMPOTENCY_TTL_SECONDS: variable(
+    IntFromString(1, 31_536_000),
+    '86400',
+    'How long POST /orders remembers an Idempotency-Key (a retry after that places a new order).',
+  ),
 } as const
 
 type Variables = typeof variables

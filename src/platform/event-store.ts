@@ -56,14 +56,15 @@ export class MalformedEntry extends Error {
 
 // Checks the expected version and appends to the order stream, the global log and the outbox in
 // one atomic step: two writers can never interleave, and an event never exists without the
-// messages that announce it.
-const APPEND = `
+// messages that announce it. Its arguments start at ARGV[o + 1], so that APPEND_ONCE can put its
+// own in front.
+const APPEND_BODY = `
 local current = redis.call('XLEN', KEYS[1])
-if current ~= tonumber(ARGV[1]) then
+if current ~= tonumber(ARGV[o + 1]) then
   return redis.error_reply('WRONGVERSION ' .. current)
 end
-local orderKey, recordedAt, trace = ARGV[2], ARGV[3], ARGV[4]
-local eventCount, i = tonumber(ARGV[5]), 6
+local orderKey, recordedAt, trace = ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
+local eventCount, i = tonumber(ARGV[o + 5]), o + 6
 for n = 1, eventCount do
   local version = current + n
   local kind, event = ARGV[i], ARGV[i + 1]
@@ -78,7 +79,22 @@ while i <= #ARGV do
     'trace', trace)
   i = i + 2
 end
+`
+
+const APPEND = `local o = 0
+${APPEND_BODY}
 return current + eventCount
+`
+
+// The same append, done only if the claim key (KEYS[4]) is free, which it then holds with
+// ARGV[1] for ARGV[2] seconds: of concurrent appends with one claim, exactly one writes anything.
+// The others get what the claim holds.
+const APPEND_ONCE = `local claimed = redis.call('GET', KEYS[4])
+if claimed then return {'claimed', claimed} end
+local o = 2
+${APPEND_BODY}
+redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[2])
+return {'appended', current + eventCount}
 `
 
 declare module 'ioredis' {
@@ -89,8 +105,28 @@ declare module 'ioredis' {
       outbox: string,
       ...args: (string | number)[]
     ): Result<number, Context>
+    bakeryAppendOnce(
+      orderStream: string,
+      events: string,
+      outbox: string,
+      claim: string,
+      ...args: (string | number)[]
+    ): Result<['appended', number] | ['claimed', string], Context>
   }
 }
+
+/** An append that may happen once per claim, e.g. per `Idempotency-Key`. */
+export interface Claim {
+  /** The Redis key that holds the claim (see Keys.idempotency). */
+  readonly key: string
+  /** What the claim remembers, returned to every later append with the same claim. */
+  readonly value: string
+  readonly ttlSeconds: number
+}
+
+export type AppendOnceResult =
+  | { readonly appended: true; readonly version: number }
+  | { readonly appended: false; readonly claimedBy: string }
 
 const Envelope = t.type({
   version: t.string,
@@ -155,6 +191,7 @@ export class EventStore {
     private readonly now: () => Date = () => new Date(),
   ) {
     redis.defineCommand('bakeryAppend', { numberOfKeys: 3, lua: APPEND })
+    redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 4, lua: APPEND_ONCE })
   }
 
   /**
@@ -168,6 +205,51 @@ export class EventStore {
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
   ): Promise<number> {
+    const args = this.appendArguments(orderKey, expectedVersion, events, outbox)
+    return this.rethrowConflict(orderKey, expectedVersion, () =>
+      this.redis.bakeryAppend(
+        this.keys.orderStream(orderKey),
+        this.keys.events,
+        this.keys.outbox,
+        ...args,
+      ),
+    )
+  }
+
+  /**
+   * Like `append`, but only if `claim` is not held; the append and taking the claim are one
+   * atomic step. When the claim is held, nothing is written and its value is returned.
+   */
+  async appendOnce(
+    claim: Claim,
+    orderKey: OrderKey,
+    expectedVersion: number,
+    events: readonly OrderEvent[],
+    outbox: readonly OutboxMessage[],
+  ): Promise<AppendOnceResult> {
+    const args = this.appendArguments(orderKey, expectedVersion, events, outbox)
+    const reply = await this.rethrowConflict(orderKey, expectedVersion, () =>
+      this.redis.bakeryAppendOnce(
+        this.keys.orderStream(orderKey),
+        this.keys.events,
+        this.keys.outbox,
+        claim.key,
+        claim.value,
+        claim.ttlSeconds,
+        ...args,
+      ),
+    )
+    return reply[0] === 'appended'
+      ? { appended: true, version: reply[1] }
+      : { appended: false, claimedBy: reply[1] }
+  }
+
+  private appendArguments(
+    orderKey: OrderKey,
+    expectedVersion: number,
+    events: readonly OrderEvent[],
+    outbox: readonly OutboxMessage[],
+  ): (string | number)[] {
     const args: (string | number)[] = [
       expectedVersion,
       orderKey,
@@ -177,13 +259,16 @@ export class EventStore {
     ]
     for (const event of events) args.push(event.$name, JSON.stringify(event))
     for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))
+    return args
+  }
+
+  private async rethrowConflict<T>(
+    orderKey: OrderKey,
+    expectedVersion: number,
+    write: () => Promise<T>,
+  ): Promise<T> {
     try {
-      return await this.redis.bakeryAppend(
-        this.keys.orderStream(orderKey),
-        this.keys.events,
-        this.keys.outbox,
-        ...args,
-      )
+      return await write()
     } catch (error) {
       const match = error instanceof Error ? /^WRONGVERSION (\d+)/.exec(error.message) : null
       if (match) throw new VersionConflict(orderKey, expectedVersion, Number(match[1]))

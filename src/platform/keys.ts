@@ -20,6 +20,8 @@ export interface Keys {
   readonly scratch: (label: string) => string
   readonly events: string
   readonly outbox: string
+  /** What an `Idempotency-Key` (by its SHA-256) of POST /orders was used for, until it expires. */
+  readonly idempotency: (keyDigest: string) => string
 }
 
 export function keys(namespace: string): Keys {
@@ -34,5 +36,6 @@ export function keys(namespace: string): Keys {
     scratch: (label) => `${tag}:scratch:${label}:`,
     events: `${tag}:events`,
     outbox: `${tag}:outbox`,
+    idempotency: (keyDigest) => `${tag}:idempotency:${keyDigest}`,
   }
 }

@@ -1,18 +1,35 @@
-import pino, { type Logger } from 'pino'
+import pino, { type DestinationStream, type Logger } from 'pino'
+import { isSpanContextValid, trace } from '@opentelemetry/api'
 import type { LoggerFactory } from '@node-ts/bus-core'
 
 export type { Logger }
 
-/** JSON lines for machines; colourful lines when a person watches a terminal. */
-export function createLogger(name: string, level: string): Logger {
-  const pretty = process.stdout.isTTY && canResolve('pino-pretty')
-  return pino({
+/**
+ * JSON lines for machines; colourful lines when a person watches a terminal. A line written
+ * inside a trace carries its `trace_id` and `span_id`, so Jaeger and the log tell one story.
+ */
+export function createLogger(name: string, level: string, destination?: DestinationStream): Logger {
+  const pretty = !destination && process.stdout.isTTY && canResolve('pino-pretty')
+  const options = {
     name,
     level,
+    mixin: traceFields,
     ...(pretty
       ? { transport: { target: 'pino-pretty', options: { ignore: 'pid,hostname' } } }
       : {}),
-  })
+  }
+  return destination ? pino(options, destination) : pino(options)
+}
+
+/** The active span's ids (OpenTelemetry's log data model names), or nothing outside a trace. */
+export function traceFields(): { trace_id?: string; span_id?: string; trace_flags?: string } {
+  const context = trace.getActiveSpan()?.spanContext()
+  if (!context || !isSpanContextValid(context)) return {}
+  return {
+    trace_id: context.traceId,
+    span_id: context.spanId,
+    trace_flags: `0${context.traceFlags.toString(16)}`,
+  }
 }
 
 function canResolve(module: string): boolean {

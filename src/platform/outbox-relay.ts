@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis'
 import { OrderEvent, PlaceOrder, type BusMessage } from '../messages'
 import { parseTrace } from './event-store'
 import type { Logger } from './logger'
+import { metrics } from './metrics'
 
 export const RELAY_GROUP = 'relay'
 
@@ -71,6 +72,7 @@ export class OutboxRelay {
             .xack(outboxKey, RELAY_GROUP, ...delivered)
             .xdel(outboxKey, ...delivered)
             .exec()
+          for (const id of delivered) metrics.relayed(id)
         }
         if (delivered.length < entries.length)
           throw new Error(`${entries.length - delivered.length} messages not confirmed`)

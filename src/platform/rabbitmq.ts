@@ -22,6 +22,7 @@ import { PathReporter } from 'io-ts/lib/PathReporter'
 import type { AnyMessageDefinition } from '../messages'
 import { redact } from './config'
 import type { Logger } from './logger'
+import { metrics } from './metrics'
 import { SENT_AT_HEADER, tracePublish, traceProcess } from './tracing'
 
 /**
@@ -413,6 +414,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       const traced = { delivery, queue, attempt, broker: this.options.url, cause: unwrap }
       await traceProcess(traced, () => bus.receive(delivery))
       channel.ack(delivery)
+      metrics.messageHandled(delivery.properties.type)
     } catch (error) {
       await this.settleFailure(channel, delivery, unwrap(error))
     }
@@ -425,6 +427,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   ): Promise<void> {
     const attempt = this.attemptOf(delivery)
     const reason = `${error.name}: ${error.message}`
+    metrics.messageFailed(delivery.properties.type)
     try {
       if (error instanceof PoisonMessage || error instanceof PermanentFailure) {
         await this.deadLetter(delivery, reason, attempt)
@@ -479,6 +482,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         [Headers.attempt]: attempt,
       },
     })
+    metrics.messageDeadLettered(delivery.properties.type)
     this.log.error(
       {
         reason,

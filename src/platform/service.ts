@@ -8,6 +8,7 @@ import type { Config } from './config'
 import { EventStore } from './event-store'
 import { keys, type Keys } from './keys'
 import { busLoggerFactory, type Logger } from './logger'
+import { metricsText } from './metrics'
 import { OutboxRelay } from './outbox-relay'
 import { RabbitTransport } from './rabbitmq'
 import { connectRedis } from './redis'
@@ -153,7 +154,7 @@ export function exitOnSignal(logger: Logger, timeoutMs: number, stop: () => Prom
   process.on('SIGINT', onSignal)
 }
 
-/** `/healthz` and `/readyz` for roles without an HTTP API of their own. */
+/** `/healthz`, `/readyz` and `/metrics` for roles without an HTTP API of their own. */
 export async function startHealthServer(
   port: number,
   isReady: () => boolean,
@@ -161,6 +162,16 @@ export async function startHealthServer(
 ): Promise<Server> {
   const server = createServer((req, res) => {
     const path = req.url?.split('?')[0]
+    if (path === '/metrics') {
+      metricsText().then(
+        ({ contentType, body }) => res.writeHead(200, { 'content-type': contentType }).end(body),
+        (error: unknown) => {
+          logger.error({ err: error }, 'cannot collect metrics')
+          res.writeHead(500).end()
+        },
+      )
+      return
+    }
     const [status, body] =
       path === '/healthz'
         ? [200, { status: 'alive' }]

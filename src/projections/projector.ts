@@ -1,5 +1,6 @@
 import type { OrderEvent } from '../messages'
 import type { EventStore } from '../platform/event-store'
+import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
 import { foldView } from './order-view'
 import type { ViewStore } from './view-store'
@@ -18,7 +19,9 @@ export async function projectOrder(
   { store, views }: ProjectorDeps,
   event: OrderEvent,
 ): Promise<void> {
-  const folded = foldView(await store.read(event.orderKey))
+  const history = await store.read(event.orderKey)
+  const folded = foldView(history)
   if (!folded) throw new PermanentFailure(`order ${event.orderKey} has no history`)
-  await views.save(event.orderKey, folded)
+  const last = history[history.length - 1]
+  if ((await views.save(event.orderKey, folded)) && last) metrics.projected(last.recordedAt)
 }

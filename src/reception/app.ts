@@ -1,35 +1,102 @@
-import Koa from 'koa'
+import Koa, { type Context, type Next } from 'koa'
 import Router from '@koa/router'
 import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import type { Logger } from '../platform/logger'
+import { metrics, metricsText } from '../platform/metrics'
 import { markOrder } from '../platform/tracing'
 import { readHistory } from '../projections/order-history'
+import type { OrderView } from '../projections/order-view'
+import {
+  IDEMPOTENCY_KEY_PATTERN,
+  openApiDocument,
+  type OrderAccepted,
+  type OrderHistoryBody,
+  type RootMessage,
+} from './contract'
 import { decodeOrThrow, readJsonObject } from './json-body'
-import { findOrder, OrderRequest, placeOrder, type OrdersDeps } from './orders'
-import { problemMiddleware, problems } from './problem'
+import type { OrderFeed } from './order-feed'
+import {
+  findOrder,
+  IdempotencyKeyReused,
+  OrderRequest,
+  placeOrder,
+  placeOrderOnce,
+  type OrdersDeps,
+  type Placed,
+} from './orders'
+import { Problem, problemMiddleware, problems } from './problem'
+import { STOREFRONT_CSP, storefrontPage } from './storefront/page'
+import { storefrontScript } from './storefront/script'
+import { storefrontStyles } from './storefront/styles'
+import { streamUpdates } from './updates'
 
 export interface AppDeps extends OrdersDeps {
   readonly logger: Logger
   /** Connected to Redis and RabbitMQ, topology declared. */
   readonly isReady: () => boolean
+  /** Order changes as Redis has them, for GET /orders/:key/updates. */
+  readonly feed: OrderFeed
+  readonly settings: {
+    /** SSE_HEARTBEAT_MS */
+    readonly heartbeatMs: number
+    /** IDEMPOTENCY_TTL_SECONDS */
+    readonly idempotencyTtlSeconds: number
+    /** JAEGER_UI_URL, where the storefront's trace links point. */
+    readonly jaegerUi: URL
+  }
 }
+
+const idempotencyKeyPattern = new RegExp(IDEMPOTENCY_KEY_PATTERN)
 
 /** The reception's HTTP API. Each route: decode, call the domain, map the result. */
 export function createApp(deps: AppDeps): Koa {
   const router = new Router()
 
+  const page = storefrontPage(deps.settings.jaegerUi)
+  const contract = JSON.stringify(openApiDocument())
+
+  // API clients (curl's */*, application/json) get the original's JSON; browsers get the page.
   router.get('/', (ctx) => {
-    ctx.body = { message: 'reception is attended' }
+    ctx.vary('accept')
+    if (ctx.accepts('json', 'html') === 'html') {
+      ctx.set('content-security-policy', STOREFRONT_CSP)
+      ctx.type = 'html'
+      ctx.body = page
+      return
+    }
+    ctx.body = { message: 'reception is attended' } satisfies RootMessage
+  })
+  router.get('/storefront.js', (ctx) => {
+    ctx.type = 'text/javascript; charset=utf-8'
+    ctx.body = storefrontScript
+  })
+  router.get('/storefront.css', (ctx) => {
+    ctx.type = 'text/css; charset=utf-8'
+    ctx.body = storefrontStyles
   })
 
   router.post('/orders', async (ctx) => {
+    const idempotencyKey = idempotencyKeyOf(ctx)
     const request = decodeOrThrow(OrderRequest, await readJsonObject(ctx))
-    const orderKey = await unavailableOnError(deps, () => placeOrder(deps, request))
-    markOrder(orderKey)
+    const placed = await unavailableOnError(
+      deps,
+      (): Promise<Placed> =>
+        idempotencyKey === undefined
+          ? placeOrder(deps, request).then((orderKey) => ({ orderKey, replayed: false }))
+          : placeOrderOnce(deps, request, {
+              key: idempotencyKey,
+              ttlSeconds: deps.settings.idempotencyTtlSeconds,
+            }).catch((error: unknown) => {
+              throw error instanceof IdempotencyKeyReused ? problems.idempotencyKeyReused() : error
+            }),
+    )
+    markOrder(placed.orderKey)
+    if (placed.replayed) ctx.set('idempotent-replayed', 'true')
+    else metrics.orderAccepted()
     ctx.status = 202
-    ctx.set('location', `/orders/${orderKey}`)
-    ctx.body = { orderKey }
+    ctx.set('location', `/orders/${placed.orderKey}`)
+    ctx.body = { orderKey: placed.orderKey } satisfies OrderAccepted
   })
 
   router.get('/orders/:key', async (ctx) => {
@@ -42,7 +109,7 @@ export function createApp(deps: AppDeps): Koa {
       throw problems.notFound(
         `there is no order with key ${JSON.stringify(ctx.params.key)}; order keys are 32 lowercase hex digits, as POST /orders returned`,
       )
-    ctx.body = view
+    ctx.body = view satisfies OrderView
   })
 
   router.get('/orders/:key/events', async (ctx) => {
@@ -52,7 +119,32 @@ export function createApp(deps: AppDeps): Koa {
       : undefined
     if (!history || (history.entries.length === 0 && history.skipped.length === 0))
       throw problems.notFound(`there is no order with key ${JSON.stringify(ctx.params.key)}`)
-    ctx.body = history
+    ctx.body = history satisfies OrderHistoryBody
+  })
+
+  router.get('/orders/:key/updates', async (ctx) => {
+    const key = OrderKey.decode(ctx.params.key)
+    if (isRight(key)) markOrder(key.right)
+    const found =
+      isRight(key) &&
+      (await unavailableOnError(deps, () =>
+        streamUpdates(ctx, { ...deps, heartbeatMs: deps.settings.heartbeatMs }, key.right),
+      ))
+    if (!found)
+      throw problems.notFound(
+        `there is no order with key ${JSON.stringify(ctx.params.key)}; order keys are 32 lowercase hex digits, as POST /orders returned`,
+      )
+  })
+
+  router.get('/openapi.json', (ctx) => {
+    ctx.type = 'application/json'
+    ctx.body = contract
+  })
+
+  router.get('/metrics', async (ctx) => {
+    const { contentType, body } = await metricsText()
+    ctx.type = contentType
+    ctx.body = body
   })
 
   router.get('/healthz', (ctx) => {
@@ -66,6 +158,7 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   const app = new Koa()
+  app.use(requestMetrics)
   app.use(problemMiddleware(deps.logger))
   app.use(router.routes())
   app.use(router.allowedMethods())
@@ -79,7 +172,42 @@ async function unavailableOnError<T>(deps: AppDeps, work: () => Promise<T>): Pro
   try {
     return await work()
   } catch (error) {
+    if (error instanceof Problem) throw error
     deps.logger.error({ err: error }, 'the event store is unavailable')
     throw problems.unavailable('orders cannot be reached right now; try again shortly')
   }
+}
+
+/** `Idempotency-Key`, if sent; a malformed one is the client's mistake, said at once. */
+function idempotencyKeyOf(ctx: Context): string | undefined {
+  if (!('idempotency-key' in ctx.headers)) return undefined
+  const key = ctx.get('idempotency-key')
+  if (!idempotencyKeyPattern.test(key))
+    throw problems.badRequest(
+      'the Idempotency-Key header must be 1 to 255 visible ASCII characters (a UUID will do)',
+    )
+  return key
+}
+
+/**
+ * Times each request until its response is done (for an update stream, until it closes), by the
+ * route that matched, so that order keys do not become label values.
+ */
+async function requestMetrics(ctx: Context, next: Next): Promise<void> {
+  const started = performance.now()
+  let recorded = false
+  const record = () => {
+    if (recorded) return
+    recorded = true
+    const route = (ctx as { _matchedRoute?: unknown })._matchedRoute
+    metrics.httpRequest(
+      ctx.method,
+      typeof route === 'string' ? route : 'unmatched',
+      ctx.status,
+      performance.now() - started,
+    )
+  }
+  ctx.res.once('finish', record)
+  ctx.res.once('close', record)
+  await next()
 }

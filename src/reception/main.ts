@@ -2,13 +2,23 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
+import { connectRedis } from '../platform/redis'
 import { exitOnSignal, startService } from '../platform/service'
 import { ViewStore } from '../projections/view-store'
 import { createApp } from './app'
+import { OrderFeed } from './order-feed'
 import { randomOrderKey } from './orders'
 
 export async function runReception(config: Config, logger: Logger): Promise<void> {
   const service = await startService({ config, logger, relay: true })
+  // One blocking connection serves every update stream of this reception (see order-feed.ts).
+  const feed = new OrderFeed({
+    reader: connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'order-updates' }),
+    commands: service.redis,
+    keys: service.keys,
+    logger,
+  })
+  feed.start()
   const app = createApp({
     store: service.store,
     views: new ViewStore(service.redis, service.keys),
@@ -16,15 +26,23 @@ export async function runReception(config: Config, logger: Logger): Promise<void
     newOrderKey: randomOrderKey,
     logger,
     isReady: service.isReady,
+    feed,
+    settings: {
+      heartbeatMs: config.SSE_HEARTBEAT_MS,
+      idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
+      jaegerUi: config.JAEGER_UI_URL,
+    },
   })
   const server = app.listen(config.PORT)
   await once(server, 'listening')
   const { port } = server.address() as AddressInfo
   logger.info({ port }, `reception is attended at http://127.0.0.1:${port}/`)
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
-    // Stop taking requests, let those in hand finish, then stop relaying and disconnect.
+    // Stop taking requests, let those in hand finish, then stop relaying and disconnect. Update
+    // streams end at once: their clients reconnect, with Last-Event-ID, to another replica.
     const closed = new Promise((resolve) => server.close(resolve))
     server.closeIdleConnections()
+    await feed.stop()
     await closed
     await service.stop()
   })

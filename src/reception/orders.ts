@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import * as t from 'io-ts'
-import { Name, OrderPlaced, PlaceOrder, timestamp, type OrderKey } from '../messages'
-import type { EventStore } from '../platform/event-store'
+import { isLeft } from 'fp-ts/lib/Either'
+import { Name, OrderKey, OrderPlaced, PlaceOrder, timestamp } from '../messages'
+import type { EventStore, OutboxMessage } from '../platform/event-store'
 import { foldView, type OrderView } from '../projections/order-view'
 import type { ViewStore } from '../projections/view-store'
 
@@ -19,23 +20,71 @@ export interface OrdersDeps {
 /** 128 random bits: never derived from the order, so two orders never share a key. */
 export const randomOrderKey = (): OrderKey => randomBytes(16).toString('hex') as OrderKey
 
+/** Asks that a retried POST place the order once: the client's `Idempotency-Key`. */
+export interface Idempotency {
+  readonly key: string
+  /** How long the key is remembered. */
+  readonly ttlSeconds: number
+}
+
+export interface Placed {
+  readonly orderKey: OrderKey
+  /** An earlier request with the same Idempotency-Key placed it; nothing new was placed. */
+  readonly replayed: boolean
+}
+
+/** The Idempotency-Key was used for another order (another customer or pastry). */
+export class IdempotencyKeyReused extends Error {
+  override readonly name = 'IdempotencyKeyReused'
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
+
 /**
  * Records the order and, in the same atomic write, the PlaceOrder command for the baker. Once
  * this resolves the order exists, and the outbox relay will deliver the command.
  */
 export async function placeOrder(deps: OrdersDeps, request: OrderRequest): Promise<OrderKey> {
+  const { orderKey, events, outbox } = newOrder(deps, request)
+  await deps.store.append(orderKey, 0, events, outbox)
+  return orderKey
+}
+
+/**
+ * placeOrder for a request that carries an Idempotency-Key. The key is claimed in the same atomic
+ * write as the order, so of any number of concurrent requests with one key exactly one places an
+ * order; the others answer its key, or IdempotencyKeyReused if they ask for another order.
+ */
+export async function placeOrderOnce(
+  deps: OrdersDeps,
+  request: OrderRequest,
+  idempotency: Idempotency,
+): Promise<Placed> {
+  const { orderKey, events, outbox } = newOrder(deps, request)
+  // The request as decoded (trimmed), so a retry that differs only in spacing is the same order.
+  const fingerprint = sha256(JSON.stringify([request.customer, request.pastry]))
+  const claim = {
+    key: deps.store.keys.idempotency(sha256(idempotency.key)),
+    value: `${fingerprint} ${orderKey}`,
+    ttlSeconds: idempotency.ttlSeconds,
+  }
+  const result = await deps.store.appendOnce(claim, orderKey, 0, events, outbox)
+  if (result.appended) return { orderKey, replayed: false }
+  const [claimedFor, claimedKey] = result.claimedBy.split(' ')
+  const earlier = OrderKey.decode(claimedKey)
+  if (claimedFor !== fingerprint || isLeft(earlier)) throw new IdempotencyKeyReused()
+  return { orderKey: earlier.right, replayed: true }
+}
+
+function newOrder(deps: OrdersDeps, request: OrderRequest) {
   const orderKey = deps.newOrderKey()
   const order = { orderKey, ...request, orderTime: timestamp(deps.now()) }
-  await deps.store.append(
-    orderKey,
-    0,
-    [OrderPlaced.create(order)],
-    [
-      { kind: 'command', message: PlaceOrder.create(order) },
-      { kind: 'event', message: OrderPlaced.create(order) },
-    ],
-  )
-  return orderKey
+  const events = [OrderPlaced.create(order)]
+  const outbox: OutboxMessage[] = [
+    { kind: 'command', message: PlaceOrder.create(order) },
+    { kind: 'event', message: OrderPlaced.create(order) },
+  ]
+  return { orderKey, events, outbox }
 }
 
 /**

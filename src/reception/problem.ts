@@ -47,6 +47,12 @@ export const problems = {
       'Unsupported Media Type',
       `send the order as application/json (UTF-8)${got ? `, not ${got}` : ''}`,
     ),
+  idempotencyKeyReused: () =>
+    new Problem(
+      422,
+      'Idempotency Key Reused',
+      'this Idempotency-Key was used for another order; send a new key for a new order',
+    ),
   unavailable: (detail: string) =>
     new Problem(503, 'Service Unavailable', detail, {}, { 'retry-after': '1' }),
 }

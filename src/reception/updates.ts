@@ -1,0 +1,86 @@
+import { PassThrough } from 'node:stream'
+import type { Context } from 'koa'
+import type { OrderKey } from '../messages'
+import type { EventStore, StoredEvent } from '../platform/event-store'
+import { metrics } from '../platform/metrics'
+import { evolveView, foldView, type VersionedView } from '../projections/order-view'
+import type { OrderFeed } from './order-feed'
+
+export interface UpdatesDeps {
+  readonly store: EventStore
+  readonly feed: OrderFeed
+  /** Interval of the comment lines that keep an idle stream open through proxies. */
+  readonly heartbeatMs: number
+}
+
+/** How long an EventSource waits before reconnecting, in ms (sent as the stream's `retry`). */
+const RECONNECT_MS = 1000
+
+/** One Server-Sent Event: the order as GET answers it, with its version as the id. */
+export const formatUpdate = ({ view, version }: VersionedView): string =>
+  `id: ${version}\ndata: ${JSON.stringify(view)}\n\n`
+
+/**
+ * Answers `GET /orders/:key/updates`: the order's state at once, then each change, then the
+ * stream closes once the order is finished. `Last-Event-ID` (the version the client has) skips
+ * what the client already has; a client that has the finished order gets 204, which tells an
+ * EventSource to stop reconnecting. Returns false when there is no such order.
+ */
+export async function streamUpdates(
+  ctx: Context,
+  deps: UpdatesDeps,
+  orderKey: OrderKey,
+): Promise<boolean> {
+  const history = await deps.store.read(orderKey)
+  let current = foldView(history)
+  const last = history[history.length - 1]
+  if (!current || !last) return false
+  const seen = lastEventId(ctx.get('last-event-id'))
+  const upToDate = seen === current.version
+  if (upToDate && current.view.status === 'finished') {
+    ctx.status = 204
+    return true
+  }
+
+  const body = new PassThrough()
+  ctx.status = 200
+  ctx.type = 'text/event-stream; charset=utf-8'
+  ctx.set({ 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' })
+  ctx.body = body
+  body.write(`retry: ${RECONNECT_MS}\n\n`)
+  if (!upToDate) body.write(formatUpdate(current))
+  if (current.view.status === 'finished') {
+    body.end()
+    return true
+  }
+
+  metrics.updateStreamOpened()
+  const heartbeat = setInterval(() => body.write(': heartbeat\n\n'), deps.heartbeatMs)
+  const finish = () => {
+    clearInterval(heartbeat)
+    unsubscribe()
+    if (!body.writableEnded) body.end()
+  }
+  const unsubscribe = deps.feed.subscribe(orderKey, last.streamId, {
+    deliver: (events: readonly StoredEvent[]) => {
+      for (const { event, version } of events) {
+        if (!current || version <= current.version) continue
+        const view = evolveView(current.view, event)
+        if (!view) continue
+        current = { view, version }
+        body.write(formatUpdate(current))
+      }
+      if (current?.view.status === 'finished') finish()
+    },
+    end: finish,
+  })
+  ctx.res.once('close', () => {
+    metrics.updateStreamClosed()
+    finish()
+  })
+  return true
+}
+
+function lastEventId(header: string): number | undefined {
+  return /^\d{1,15}$/.test(header.trim()) ? Number(header.trim()) : undefined
+}

@@ -1,0 +1,76 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  context,
+  ROOT_CONTEXT,
+  trace,
+  TraceFlags,
+  type Context,
+  type ContextManager,
+} from '@opentelemetry/api'
+import { createLogger } from '../src/platform/logger'
+
+/** Enough of a context manager for a synchronous log call to see the caller's span. */
+class StackContextManager implements ContextManager {
+  private current: Context = ROOT_CONTEXT
+  active(): Context {
+    return this.current
+  }
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
+    ctx: Context,
+    fn: F,
+    thisArg?: ThisParameterType<F>,
+    ...args: A
+  ): ReturnType<F> {
+    const previous = this.current
+    this.current = ctx
+    try {
+      return fn.call(thisArg, ...args)
+    } finally {
+      this.current = previous
+    }
+  }
+  bind<T>(_ctx: Context, target: T): T {
+    return target
+  }
+  enable(): this {
+    return this
+  }
+  disable(): this {
+    return this
+  }
+}
+
+describe('log lines', () => {
+  const lines: Record<string, unknown>[] = []
+  const logger = createLogger('bakery-test', 'info', {
+    write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>),
+  })
+
+  it('carry the trace and span ids of the active span, also from child loggers', () => {
+    context.setGlobalContextManager(new StackContextManager())
+    try {
+      const traced = trace.setSpanContext(ROOT_CONTEXT, {
+        traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+        spanId: '00f067aa0ba902b7',
+        traceFlags: TraceFlags.SAMPLED,
+      })
+      context.with(traced, () => {
+        logger.info('inside a trace')
+        logger.child({ component: 'rabbitmq' }).warn('from a child')
+      })
+      logger.info('outside any trace')
+    } finally {
+      context.disable()
+    }
+    const [inside, child, outside] = lines.slice(-3)
+    for (const line of [inside, child]) {
+      assert.equal(line?.trace_id, '4bf92f3577b34da6a3ce929d0e0e4736')
+      assert.equal(line?.span_id, '00f067aa0ba902b7')
+      assert.equal(line?.trace_flags, '01')
+    }
+    assert.equal(child?.component, 'rabbitmq')
+    assert.equal(outside?.msg, 'outside any trace')
+    assert.ok(!('trace_id' in (outside ?? {})), 'no trace id outside a trace')
+  })
+})

@@ -1,0 +1,34 @@
+import type { Redis } from 'ioredis'
+import pino from 'pino'
+import { loadConfig } from '../../src/platform/config'
+import { keys } from '../../src/platform/keys'
+import type { AppDeps } from '../../src/reception/app'
+import { OrderFeed } from '../../src/reception/order-feed'
+
+/**
+ * What createApp needs beyond the store: a feed of order changes reading `reader` (a connection
+ * of its own, since it blocks; not started: call `feed.start()` to follow orders) and the
+ * settings at their documented defaults.
+ */
+export function receptionExtras(
+  reader: Redis,
+  commands: Redis,
+  namespace: string,
+  settings: Partial<AppDeps['settings']> = {},
+): Pick<AppDeps, 'feed' | 'settings'> {
+  const config = loadConfig({})
+  return {
+    feed: new OrderFeed({
+      reader,
+      commands,
+      keys: keys(namespace),
+      logger: pino({ level: 'silent' }),
+    }),
+    settings: {
+      heartbeatMs: config.SSE_HEARTBEAT_MS,
+      idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
+      jaegerUi: config.JAEGER_UI_URL,
+      ...settings,
+    },
+  }
+}
