@@ -10,8 +10,8 @@ import type { Logger } from './logger'
 import { onShutdown } from './shutdown'
 import { Attr } from './tracing'
 
-/** Probes, not work: tracing them would bury the orders' traces. */
-const UNTRACED_PATHS = new Set(['/healthz', '/readyz'])
+/** Probes and scrapes, not work: tracing them would bury the orders' traces. */
+const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
 
 /** How long a stopping role waits for its last spans to reach the collector. */
 const FLUSH_TIMEOUT_MS = 3000
