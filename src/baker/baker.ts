@@ -1,6 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { OrderKey, PlaceOrder } from '../messages'
-import { VersionConflict, type EventStore, type OutboxMessage } from '../platform/event-store'
+import {
+  VersionConflict,
+  type EventStore,
+  type OutboxMessage,
+  type StoredEvent,
+} from '../platform/event-store'
 import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
 import { Attr, inSpan, messageSentAt } from '../platform/tracing'
@@ -56,16 +61,29 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
     type: 'StartBaking',
     at: deps.now(),
   }))
-  if (started.status !== 'baking') return { plan: undefined, state: started }
+  if (started.state.status !== 'baking') return { plan: undefined, state: started.state }
   const plan = planBake(command.pastry, deps.random(), deps.bakeTimeScale)
   await (deps.oven ?? ((ms) => sleep(ms)))(plan.totalMs)
-  const state = await execute(deps, command.orderKey, () => ({
-    type: 'FinishBaking',
-    at: deps.now(),
-    bakeMs: plan.totalMs,
-    mistake: plan.mistake,
-  }))
-  return { plan, state }
+  // The second step starts from what the first one left, without reading the stream again; if
+  // another writer appended meanwhile, the append's version check says so and it reads.
+  const finished = await execute(
+    deps,
+    command.orderKey,
+    () => ({
+      type: 'FinishBaking',
+      at: deps.now(),
+      bakeMs: plan.totalMs,
+      mistake: plan.mistake,
+    }),
+    started,
+  )
+  return { plan, state: finished.state }
+}
+
+/** An order's state and the version of its stream it was folded from. */
+interface Folded {
+  readonly state: OrderState
+  readonly version: number
 }
 
 const MAX_CONFLICTS = 5
@@ -75,10 +93,10 @@ async function execute(
   { store }: BakerDeps,
   orderKey: OrderKey,
   command: () => BakerCommand,
-): Promise<OrderState> {
+  known?: Folded,
+): Promise<Folded> {
   for (let attempt = 1; ; attempt++) {
-    const history = await store.read(orderKey)
-    const state = history.reduce((s, e) => evolve(s, e.event), initialState)
+    const { state, version } = attempt === 1 && known ? known : fold(await store.read(orderKey))
     let events
     try {
       events = decide(command(), state)
@@ -86,13 +104,20 @@ async function execute(
       if (error instanceof InvalidTransition) throw new PermanentFailure(error.message)
       throw error
     }
-    if (events.length === 0) return state
+    if (events.length === 0) return { state, version }
     const outbox: OutboxMessage[] = events.map((message) => ({ kind: 'event', message }))
     try {
-      await store.append(orderKey, history.length, events, outbox)
-      return events.reduce(evolve, state)
+      const appended = await store.append(orderKey, version, events, outbox)
+      return { state: events.reduce(evolve, state), version: appended }
     } catch (error) {
       if (!(error instanceof VersionConflict) || attempt >= MAX_CONFLICTS) throw error
     }
+  }
+}
+
+function fold(history: readonly StoredEvent[]): Folded {
+  return {
+    state: history.reduce((s, e) => evolve(s, e.event), initialState),
+    version: history.length,
   }
 }
