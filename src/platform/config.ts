@@ -120,6 +120,11 @@ export const variables = {
     '5000',
     'Upper bound of the retry delay.',
   ),
+  RELAY_CLAIM_AFTER_MS: variable(
+    IntFromString(100, 3_600_000),
+    '15000',
+    'How long an outbox entry may sit unconfirmed on another relay before this one takes it over.',
+  ),
   SHUTDOWN_TIMEOUT_MS: variable(
     IntFromString(0, 600_000),
     '10000',

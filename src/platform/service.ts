@@ -100,7 +100,14 @@ export async function startService({
     ? connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'relay' })
     : undefined
   const outboxRelay =
-    relayRedis && new OutboxRelay({ redis: relayRedis, outboxKey: namespace.outbox, bus, logger })
+    relayRedis &&
+    new OutboxRelay({
+      redis: relayRedis,
+      outboxKey: namespace.outbox,
+      bus,
+      logger,
+      claimAfterMs: config.RELAY_CLAIM_AFTER_MS,
+    })
   outboxRelay?.start()
 
   return {

@@ -6,6 +6,7 @@ import { connectRedis } from '../platform/redis'
 import { exitOnSignal, startService } from '../platform/service'
 import { ViewStore } from '../projections/view-store'
 import { createApp } from './app'
+import { answerClientError } from './client-error'
 import { OrderFeed } from './order-feed'
 import { randomOrderKey } from './orders'
 
@@ -34,6 +35,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
     },
   })
   const server = app.listen(config.PORT)
+  server.on('clientError', answerClientError)
   await once(server, 'listening')
   const { port } = server.address() as AddressInfo
   logger.info({ port }, `reception is attended at http://127.0.0.1:${port}/`)

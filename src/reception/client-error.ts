@@ -1,0 +1,24 @@
+import type { Duplex } from 'node:stream'
+
+/**
+ * Requests that Node's HTTP parser rejects (an unknown method, a malformed request line, headers
+ * too large) never reach Koa; without this they would get a bare `400` with no body. They get the
+ * same application/problem+json as every other error.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || !socket.writable) return
+  const [status, title] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large']
+      : [400, 'Bad Request']
+  const body = JSON.stringify({
+    type: `/problems/${title.toLowerCase().replace(/ /g, '-')}`,
+    title,
+    status,
+    detail: 'the request is not valid HTTP/1.1',
+  })
+  socket.end(
+    `HTTP/1.1 ${status} ${title}\r\ncontent-type: application/problem+json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  )
+}
