@@ -41,6 +41,10 @@ const tools: Record<string, Tool> = {
     summary: 'rebuilds the read model from the log and swaps it in; --verify compares',
     run: async () => (await import('./projections/replay.js')).runReplay,
   },
+  'dead-letters': {
+    summary: 'dead letters with their reason, message, queue and age; requeue sends them back',
+    run: async () => (await import('./platform/dead-letters.js')).runDeadLetters,
+  },
 }
 
 const usage = `Usage: bakery <command> [options]
