@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis'
 import { redact } from './config'
 import type { Logger } from './logger'
+import { tracesAreRecorded } from './tracing'
 
 export interface RedisOptions {
   /**
@@ -17,8 +18,10 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
   const redis = new Redis(url.href, {
     connectionName: `bakery-${name}`,
     // Commands issued in the same tick go out in one write: a syscall per command was the
-    // largest self time in every role's profile (docs/performance.md).
-    enableAutoPipelining: true,
+    // largest self time in every role's profile (docs/performance.md). Not while tracing: a
+    // pipeline is sent from the context of its first command, so the ioredis spans of other
+    // messages' commands would land in that message's trace.
+    enableAutoPipelining: !tracesAreRecorded(),
     enableOfflineQueue: !failFast,
     maxRetriesPerRequest: failFast ? 1 : null,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),

@@ -8,6 +8,7 @@ import {
   trace,
   type Attributes,
   type Span,
+  ProxyTracerProvider,
 } from '@opentelemetry/api'
 import { getRPCMetadata } from '@opentelemetry/core'
 import type { ConsumeMessage } from 'amqplib'
@@ -232,4 +233,14 @@ function carrierOf(header: unknown): Record<string, string> {
   for (const [key, value] of Object.entries(parsed as Record<string, unknown>))
     if (typeof value === 'string') carrier[key] = value
   return carrier
+}
+
+/**
+ * Whether an SDK records spans in this process. Without one the API is a no-op, and optimisations
+ * that would blur which span a call belongs to (Redis auto-pipelining) are free to run.
+ */
+export function tracesAreRecorded(): boolean {
+  const provider = trace.getTracerProvider()
+  const noop = new ProxyTracerProvider().getDelegate()
+  return provider instanceof ProxyTracerProvider && provider.getDelegate() !== noop
 }
