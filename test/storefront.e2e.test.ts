@@ -113,12 +113,14 @@ describe('the storefront page', () => {
     assert.equal(await page.evaluate<string>('document.activeElement.id'), 'pastry')
     await page.keyboard.type('la bombe')
     await page.keyboard.press('Enter')
+    const items = page.locator('#board > li')
+    // The form is filled again once the first order is in: wait, or the next fill races it.
+    await waitFor('the first order on the board', async () => (await items.count()) === 1)
     // And with the mouse.
     await page.getByLabel('Your name').fill('marge')
     await page.getByLabel('Pastry').fill('croissant')
     await page.getByRole('button', { name: 'Order' }).click()
 
-    const items = page.locator('#board > li')
     await waitFor('both orders on the board', async () => (await items.count()) === 2)
     await waitFor(
       'both orders finished, without reloading',
