@@ -105,10 +105,7 @@ export function createApp(deps: AppDeps): Koa {
     const view = isRight(key)
       ? await unavailableOnError(deps, () => findOrder(deps, key.right))
       : undefined
-    if (!view)
-      throw problems.notFound(
-        `there is no order with key ${JSON.stringify(ctx.params.key)}; order keys are 32 lowercase hex digits, as POST /orders returned`,
-      )
+    if (!view) throw problems.noSuchOrder(ctx.params.key)
     ctx.body = view satisfies OrderView
   })
 
@@ -118,7 +115,7 @@ export function createApp(deps: AppDeps): Koa {
       ? await unavailableOnError(deps, () => readHistory(deps.store, key.right))
       : undefined
     if (!history || (history.entries.length === 0 && history.skipped.length === 0))
-      throw problems.notFound(`there is no order with key ${JSON.stringify(ctx.params.key)}`)
+      throw problems.noSuchOrder(ctx.params.key)
     ctx.body = history satisfies OrderHistoryBody
   })
 
@@ -130,10 +127,7 @@ export function createApp(deps: AppDeps): Koa {
       (await unavailableOnError(deps, () =>
         streamUpdates(ctx, { ...deps, heartbeatMs: deps.settings.heartbeatMs }, key.right),
       ))
-    if (!found)
-      throw problems.notFound(
-        `there is no order with key ${JSON.stringify(ctx.params.key)}; order keys are 32 lowercase hex digits, as POST /orders returned`,
-      )
+    if (!found) throw problems.noSuchOrder(ctx.params.key)
   })
 
   router.get('/openapi.json', (ctx) => {

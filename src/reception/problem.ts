@@ -26,6 +26,12 @@ export interface FieldError {
 
 export const problems = {
   notFound: (detail: string) => new Problem(404, 'Not Found', detail),
+  noSuchOrder: (key: string | undefined) =>
+    new Problem(
+      404,
+      'Not Found',
+      `there is no order with key ${JSON.stringify(key)}; order keys are 32 lowercase hex digits, as POST /orders returned`,
+    ),
   methodNotAllowed: (method: string, allowed: readonly string[]) =>
     new Problem(
       405,
