@@ -3,54 +3,16 @@ import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import {
-  context,
-  propagation,
-  ROOT_CONTEXT,
-  trace,
-  TraceFlags,
-  type Context,
-  type ContextManager,
-} from '@opentelemetry/api'
+import { context, propagation, ROOT_CONTEXT, trace, TraceFlags } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import pino from 'pino'
 import { runHistory } from '../src/projections/history'
 import { createApp } from '../src/reception/app'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, uniqueNamespace } from './support'
+import { StackContextManager } from './support/context'
 import { receptionExtras } from './support/reception'
 import { bakery, captureIo, lifecycle, record } from './support/replay'
-
-/** Enough of a context manager for the append script to see the caller's span. */
-class StackContextManager implements ContextManager {
-  private current: Context = ROOT_CONTEXT
-  active(): Context {
-    return this.current
-  }
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    const previous = this.current
-    this.current = ctx
-    try {
-      return fn.call(thisArg, ...args)
-    } finally {
-      this.current = previous
-    }
-  }
-  bind<T>(_ctx: Context, target: T): T {
-    return target
-  }
-  enable(): this {
-    return this
-  }
-  disable(): this {
-    return this
-  }
-}
 
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736'
 const namespace = uniqueNamespace('history')

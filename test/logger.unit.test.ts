@@ -1,45 +1,8 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import {
-  context,
-  ROOT_CONTEXT,
-  trace,
-  TraceFlags,
-  type Context,
-  type ContextManager,
-} from '@opentelemetry/api'
+import { context, ROOT_CONTEXT, trace, TraceFlags } from '@opentelemetry/api'
 import { createLogger } from '../src/platform/logger'
-
-/** Enough of a context manager for a synchronous log call to see the caller's span. */
-class StackContextManager implements ContextManager {
-  private current: Context = ROOT_CONTEXT
-  active(): Context {
-    return this.current
-  }
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    const previous = this.current
-    this.current = ctx
-    try {
-      return fn.call(thisArg, ...args)
-    } finally {
-      this.current = previous
-    }
-  }
-  bind<T>(_ctx: Context, target: T): T {
-    return target
-  }
-  enable(): this {
-    return this
-  }
-  disable(): this {
-    return this
-  }
-}
+import { StackContextManager } from './support/context'
 
 describe('log lines', () => {
   const lines: Record<string, unknown>[] = []

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict'
 import amqp from 'amqplib'
 import {
   createVhost,
+  isolatedEnv,
   dropNamespace,
   listeningPort,
   postOrder,
-  REDIS_URL,
   startRole,
   uniqueNamespace,
   waitFor,
@@ -53,15 +53,7 @@ describe('/metrics on every role', () => {
 
   before(async () => {
     vhost = await createVhost('metrics')
-    const env = {
-      AMQP_URL: vhost.url,
-      REDIS_URL,
-      BAKERY_NAMESPACE: namespace,
-      PORT: '0',
-      HEALTH_PORT: '0',
-      BAKE_TIME_SCALE: '0.1',
-      OTEL_SDK_DISABLED: 'true',
-    }
+    const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0.1' })
     const started = await Promise.all([
       startRole('reception', env),
       startRole(

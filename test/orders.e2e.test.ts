@@ -6,6 +6,7 @@ import { keys } from '../src/platform/keys'
 import type { OrderKey } from '../src/messages'
 import {
   createVhost,
+  isolatedEnv,
   dropNamespace,
   listeningPort,
   postOrder,
@@ -27,15 +28,7 @@ describe('an order, end to end across reception, baker and projector', () => {
 
   before(async () => {
     vhost = await createVhost('e2e')
-    const env = {
-      AMQP_URL: vhost.url,
-      REDIS_URL,
-      BAKERY_NAMESPACE: namespace,
-      PORT: '0',
-      HEALTH_PORT: '0',
-      BAKE_TIME_SCALE: '0.1',
-      OTEL_SDK_DISABLED: 'true',
-    }
+    const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0.1' })
     const [reception] = await Promise.all([
       startRole('reception', env),
       startRole('baker', env),

@@ -154,3 +154,23 @@ export async function postOrder(
     throw new Error(`POST /orders answered ${response.status}: ${await response.text()}`)
   return ((await response.json()) as { orderKey: string }).orderKey
 }
+
+/**
+ * The environment of a role in a test of its own: its vhost, its namespace, any free ports, no
+ * trace export unless `overrides` asks for it.
+ */
+export function isolatedEnv(
+  amqpUrl: string,
+  namespace: string,
+  overrides: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    AMQP_URL: amqpUrl,
+    REDIS_URL,
+    BAKERY_NAMESPACE: namespace,
+    PORT: '0',
+    HEALTH_PORT: '0',
+    OTEL_SDK_DISABLED: 'true',
+    ...overrides,
+  }
+}
