@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { diag, TraceFlags, type Span } from '@opentelemetry/api'
-import { setGlobalErrorHandler } from '@opentelemetry/core'
+import { getBooleanFromEnv, setGlobalErrorHandler } from '@opentelemetry/core'
 import { NodeSDK } from '@opentelemetry/sdk-node'
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http'
 import { KoaInstrumentation, KoaLayerType } from '@opentelemetry/instrumentation-koa'
@@ -27,6 +27,9 @@ export function startTelemetry(serviceName: string, logger: Logger): void {
   process.env.OTEL_SERVICE_NAME ??= serviceName
   process.env.OTEL_METRICS_EXPORTER ??= 'none'
   process.env.OTEL_LOGS_EXPORTER ??= 'none'
+  // Instrumentations patch their modules as they are constructed, SDK or not: a disabled SDK
+  // should cost nothing, so nothing is constructed.
+  if (getBooleanFromEnv('OTEL_SDK_DISABLED')) return
   const sdk = new NodeSDK({
     instrumentations: [
       new HttpInstrumentation({
