@@ -27,6 +27,12 @@ const GET = `${LIVE_VIEW_KEY}
 return redis.call('HGETALL', key)
 `
 
+// The view and the length of the order's stream (KEYS[2]) as of one instant: a reader can tell
+// whether the view is behind the log with a single round trip.
+const GET_WITH_STREAM_VERSION = `${LIVE_VIEW_KEY}
+return {redis.call('XLEN', KEYS[2]), redis.call('HGETALL', key)}
+`
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     bakerySaveView(
@@ -41,6 +47,12 @@ declare module 'ioredis' {
       viewPrefix: string,
       orderKey: string,
     ): Result<string[], Context>
+    bakeryGetViewAtStream(
+      generation: string,
+      orderStream: string,
+      viewPrefix: string,
+      orderKey: string,
+    ): Result<[number, string[]], Context>
   }
 }
 
@@ -52,6 +64,10 @@ export class ViewStore {
   ) {
     redis.defineCommand('bakerySaveView', { numberOfKeys: 1, lua: SAVE_IF_NEWER })
     redis.defineCommand('bakeryGetView', { numberOfKeys: 1, lua: GET })
+    redis.defineCommand('bakeryGetViewAtStream', {
+      numberOfKeys: 2,
+      lua: GET_WITH_STREAM_VERSION,
+    })
   }
 
   /** Saves the view unless a view at the same or a later version is stored; says whether it did. */
@@ -70,11 +86,20 @@ export class ViewStore {
 
   /** The stored view; undefined when there is none (or it does not decode: the log is the truth). */
   async get(orderKey: OrderKey): Promise<VersionedView | undefined> {
-    const hash = await this.raw(orderKey)
-    const view = OrderView.decode(hash)
-    const version = Number(hash.version)
-    if (isLeft(view) || !Number.isSafeInteger(version)) return undefined
-    return { view: view.right, version }
+    return decodeView(await this.raw(orderKey))
+  }
+
+  /** The stored view, with the version of the order's stream at the same instant. */
+  async getAtStream(
+    orderKey: OrderKey,
+  ): Promise<{ readonly stored: VersionedView | undefined; readonly streamVersion: number }> {
+    const [streamVersion, flat] = await this.redis.bakeryGetViewAtStream(
+      this.keys.viewGeneration,
+      this.keys.orderStream(orderKey),
+      this.keys.viewPrefix,
+      orderKey,
+    )
+    return { stored: decodeView(toHash(flat)), streamVersion }
   }
 
   /** The stored hash as it is, undecoded (empty when there is none): for `bakery replay --verify`. */
@@ -84,8 +109,19 @@ export class ViewStore {
       this.keys.viewPrefix,
       orderKey,
     )
-    const hash: Record<string, string> = {}
-    for (let i = 0; i + 1 < flat.length; i += 2) hash[flat[i]!] = flat[i + 1]!
-    return hash
+    return toHash(flat)
   }
+}
+
+function toHash(flat: readonly string[]): Record<string, string> {
+  const hash: Record<string, string> = {}
+  for (let i = 0; i + 1 < flat.length; i += 2) hash[flat[i]!] = flat[i + 1]!
+  return hash
+}
+
+function decodeView(hash: Record<string, string>): VersionedView | undefined {
+  const view = OrderView.decode(hash)
+  const version = Number(hash.version)
+  if (isLeft(view) || !Number.isSafeInteger(version)) return undefined
+  return { view: view.right, version }
 }

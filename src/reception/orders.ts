@@ -96,11 +96,8 @@ export async function findOrder(
   deps: OrdersDeps,
   orderKey: OrderKey,
 ): Promise<OrderView | undefined> {
-  const [stored, version] = await Promise.all([
-    deps.views.get(orderKey),
-    deps.store.version(orderKey),
-  ])
-  if (stored && stored.version >= version) return stored.view
-  if (version === 0) return undefined
+  const { stored, streamVersion } = await deps.views.getAtStream(orderKey)
+  if (stored && stored.version >= streamVersion) return stored.view
+  if (streamVersion === 0) return undefined
   return foldView(await deps.store.read(orderKey))?.view
 }
