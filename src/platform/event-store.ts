@@ -281,10 +281,15 @@ export class EventStore {
     return this.redis.xlen(this.keys.orderStream(orderKey))
   }
 
-  /** The order's whole history, oldest first; empty when the order does not exist. */
-  async read(orderKey: OrderKey): Promise<StoredEvent[]> {
+  /**
+   * The order's history after `afterVersion` (all of it by default), oldest first; empty when
+   * the order does not exist.
+   */
+  async read(orderKey: OrderKey, afterVersion = 0): Promise<StoredEvent[]> {
     const entries = await this.redis.xrange(this.keys.orderStream(orderKey), '-', '+')
-    return entries.map(([id, fields]) => decodeEntry(id, fields))
+    // An entry's position is its version (streams are never trimmed): what the caller already
+    // folded is not decoded again.
+    return entries.slice(afterVersion).map(([id, fields]) => decodeEntry(id, fields))
   }
 
   /** The order's stream entries undecoded, for tools that report the ones that do not decode. */

@@ -46,9 +46,10 @@ export function evolveView(
 /** The view of a whole history, or undefined when there is no order in it. */
 export function foldView(
   events: readonly { readonly event: OrderEvent; readonly version: number }[],
+  from?: VersionedView,
 ): VersionedView | undefined {
-  let view: OrderView | undefined
-  let version = 0
+  let view: OrderView | undefined = from?.view
+  let version = from?.version ?? 0
   for (const entry of events) {
     view = evolveView(view, entry.event)
     version = entry.version
