@@ -73,6 +73,8 @@ export async function tracePublish<T>(
   attributes: AttributeValues,
   publish: (attributes: AttributeValues) => Promise<T>,
 ): Promise<T> {
+  // Without an SDK there is no span to make and no context to pass on.
+  if (!tracesAreRecorded()) return publish(attributes)
   const spanAttributes: Attributes = {
     ...messagingAttributes('send', details.destination, details.broker),
     [Attr.messageId]: details.messageId,
@@ -119,6 +121,7 @@ export async function traceProcess(
   { delivery, queue, attempt, broker, cause }: DeliveryDetails,
   work: () => Promise<void>,
 ): Promise<void> {
+  if (!tracesAreRecorded()) return work()
   const { properties, fields } = delivery
   // Retries come back through the default exchange; `type` still names the original one.
   const destination = typeof properties.type === 'string' ? properties.type : fields.exchange
@@ -235,12 +238,14 @@ function carrierOf(header: unknown): Record<string, string> {
   return carrier
 }
 
+/** What the global tracer provider delegates to while no SDK is registered. */
+const NO_SDK = new ProxyTracerProvider().getDelegate()
+
 /**
  * Whether an SDK records spans in this process. Without one the API is a no-op, and optimisations
  * that would blur which span a call belongs to (Redis auto-pipelining) are free to run.
  */
 export function tracesAreRecorded(): boolean {
   const provider = trace.getTracerProvider()
-  const noop = new ProxyTracerProvider().getDelegate()
-  return provider instanceof ProxyTracerProvider && provider.getDelegate() !== noop
+  return provider instanceof ProxyTracerProvider && provider.getDelegate() !== NO_SDK
 }
