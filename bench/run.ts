@@ -4,7 +4,7 @@
 // accepted during the run; then the same for bench/baseline/ (the same hops on bare amqplib,
 // ioredis and koa), seconds apart, and prints Bakery's figures as ratios to the baseline's.
 // See docs/performance.md. `npm run bench -- --help` lists the options.
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import {
@@ -18,21 +18,20 @@ import {
   writeFileSync,
 } from 'node:fs'
 import { createServer as createHttpServer, type Server } from 'node:http'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { parseArgs, promisify } from 'node:util'
+import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import ts from 'typescript'
 import { percentile, type LoadPlan, type LoadResult } from './load-worker'
 import { ProcessWatch, sampleProcess } from './procstat'
 import { formatSummary, summarize, type CpuProfile } from './profile'
+import { createVhost, dropNamespace, freePort } from '../test/support'
 
 const ROOT = join(__dirname, '..')
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const AMQP_BASE = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
-const run = promisify(execFile)
 
 const USAGE = `Usage: npm run bench -- [options]
 
@@ -132,39 +131,15 @@ async function cleanUp(): Promise<void> {
   }
 }
 
-async function freePort(): Promise<number> {
-  const server = createNetServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  return port
-}
-
-async function createVhost(label: string): Promise<string> {
-  const name = `bench-${label}-${randomBytes(4).toString('hex')}`
-  await run('rabbitmqctl', ['-q', 'add_vhost', name])
-  onCleanup(async () => {
-    await run('rabbitmqctl', ['-q', 'delete_vhost', name])
-  })
-  await run('rabbitmqctl', ['-q', 'set_permissions', '-p', name, 'guest', '.*', '.*', '.*'])
-  return `${AMQP_BASE}/${encodeURIComponent(name)}`
-}
-
-async function dropNamespace(namespace: string): Promise<void> {
-  const redis = new Redis(REDIS_URL)
-  try {
-    const stream = redis.scanStream({ match: `{${namespace}}:*`, count: 1000 })
-    for await (const keys of stream as AsyncIterable<string[]>)
-      if (keys.length) await redis.unlink(...keys)
-  } finally {
-    redis.disconnect()
-  }
+async function newVhost(label: string): Promise<string> {
+  const vhost = await createVhost(`bench-${label}`)
+  onCleanup(vhost.drop)
+  return vhost.url
 }
 
 function newNamespace(label: string): string {
   const namespace = `bench-${label}-${randomBytes(4).toString('hex')}`
-  onCleanup(() => dropNamespace(namespace))
+  onCleanup(() => dropNamespace(namespace, REDIS_URL))
   return namespace
 }
 
@@ -278,7 +253,7 @@ interface BakeryOptions {
 
 async function startBakery(label: string, o: BakeryOptions): Promise<System> {
   const namespace = newNamespace(label)
-  const amqpUrl = await createVhost(label)
+  const amqpUrl = await newVhost(label)
   const port = await freePort()
   const sink = o.tracing ? await startOtlpSink() : undefined
   const env: Record<string, string> = {
@@ -386,7 +361,7 @@ function buildBaseline(): string {
 
 async function startBaseline(prefetch: number | undefined): Promise<System> {
   const namespace = newNamespace('baseline')
-  const amqpUrl = await createVhost('baseline')
+  const amqpUrl = await newVhost('baseline')
   const port = await freePort()
   const script = buildBaseline()
   const env = {
