@@ -5,10 +5,11 @@
 FROM node:22.21.1-bookworm-slim AS base
 WORKDIR /app
 
-# Dev dependencies too: the compiler is needed to build.
+# Dev dependencies too: the compiler is needed to build. No scripts: the package's `prepare`
+# builds, and the sources are not here yet (the build stage builds).
 FROM base AS deps
 COPY package.json package-lock.json ./
-RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
+RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts --no-audit --no-fund
 
 FROM deps AS build
 COPY tsconfig.json tsconfig.build.json ./
@@ -22,7 +23,7 @@ FROM base AS dev
 RUN chown node:node /app
 USER 1000:1000
 COPY --chown=1000:1000 package.json package-lock.json ./
-RUN --mount=type=cache,target=/home/node/.npm,uid=1000,gid=1000 npm ci --no-audit --no-fund
+RUN --mount=type=cache,target=/home/node/.npm,uid=1000,gid=1000 npm ci --ignore-scripts --no-audit --no-fund
 COPY --chown=1000:1000 tsconfig.json tsconfig.build.json ./
 COPY --chown=1000:1000 src ./src
 ENTRYPOINT ["node", "--watch", "--import", "tsx", "src/cli.ts"]

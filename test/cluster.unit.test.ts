@@ -924,6 +924,8 @@ describe('Dockerfile', () => {
         `${s.name}: npm ci before the lockfile is copied`,
       )
       assert.ok(sources < 0 || sources > install, `${s.name}: every source edit would reinstall`)
+      // package.json's `prepare` builds from src/, which is not there yet: it would fail.
+      assert.match(s.lines[install]!, /--ignore-scripts/, `${s.name}: npm ci runs prepare`)
     }
   })
 
