@@ -18,7 +18,7 @@ import {
 import { EventStore } from '../src/platform/event-store'
 import { keys } from '../src/platform/keys'
 import { runReplay } from '../src/projections/replay'
-import type { ToolIo } from '../src/projections/tool'
+import type { ToolIo } from '../src/platform/tool'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const ORDERS_PER_CHUNK = 1000

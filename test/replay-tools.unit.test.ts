@@ -7,7 +7,7 @@ import { compareStreamIds, decodeLogEntry } from '../src/projections/log-entries
 import { stateAt, toHistory } from '../src/projections/order-history'
 import { diffViews, formatDifference } from '../src/projections/rebuild'
 import { formatProgress } from '../src/projections/replay'
-import { formatDuration, parseTime, traceIdOf, UsageError } from '../src/projections/tool'
+import { formatDuration, parseTime, traceIdOf, UsageError } from '../src/platform/tool'
 
 const KEY = '0b9f3c1e5a7d4f2e8c6b1a0d9e8f7a6b'
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'

@@ -17,7 +17,7 @@ import {
   UsageError,
   wantsHelp,
   type ToolIo,
-} from '../projections/tool'
+} from './tool'
 
 /**
  * `bakery dead-letters`: what is in the dead-letter queue and why, and a way to send it back to

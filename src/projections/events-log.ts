@@ -21,7 +21,7 @@ import {
   traceIdOf,
   UsageError,
   type ToolIo,
-} from './tool'
+} from '../platform/tool'
 
 const USAGE = `Usage: bakery events [--from WHEN] [--to WHEN] [--order KEY] [--type EVENT] [--limit N]
                      [--json] [--follow]

@@ -11,7 +11,7 @@ import {
   traceUrl,
   UsageError,
   type ToolIo,
-} from './tool'
+} from '../platform/tool'
 
 const USAGE = `Usage: bakery history <orderKey> [--at <version|time>] [--json]
 

@@ -2,7 +2,7 @@ import { assertNever, type OrderEvent, type OrderKey } from '../messages'
 import { MalformedEntry, type EventStore } from '../platform/event-store'
 import { decodeLogEntry, type LogEntry } from './log-entries'
 import { foldView, type OrderView } from './order-view'
-import { traceIdOf } from './tool'
+import { traceIdOf } from '../platform/tool'
 
 /** One event of an order's history, as `bakery history` and `GET /orders/:key/events` show it. */
 export interface HistoryEntry {

@@ -10,7 +10,7 @@ import {
   UsageError,
   type Output,
   type ToolIo,
-} from './tool'
+} from '../platform/tool'
 import { ViewStore } from './view-store'
 
 const USAGE = `Usage: bakery replay [--verify] [--batch N]

@@ -12,7 +12,7 @@ import {
 import { EventStore } from '../../src/platform/event-store'
 import { keys, type Keys } from '../../src/platform/keys'
 import { projectOrder } from '../../src/projections/projector'
-import type { ToolIo } from '../../src/projections/tool'
+import type { ToolIo } from '../../src/platform/tool'
 import { ViewStore } from '../../src/projections/view-store'
 import { randomOrderKey } from '../../src/reception/orders'
 import { REDIS_URL } from '.'

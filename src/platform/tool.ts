@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { Redis } from 'ioredis'
-import { ConfigError, loadConfig, redact, type Config } from '../platform/config'
-import { keys, type Keys } from '../platform/keys'
+import { ConfigError, loadConfig, redact, type Config } from './config'
+import { keys, type Keys } from './keys'
 
 /**
  * What the stream-debugging tools (`history`, `replay`, `events`) share: where they write, how they
