@@ -1,0 +1,86 @@
+// Does a role's memory grow under steady load? Runs the three roles for --minutes at a steady
+// --rate of orders (well under saturation, so the backlog stays empty) and samples each role's
+// RSS every --every seconds. Run: npx tsx bench/memory.ts --minutes 5 --rate 400
+import { parseArgs } from 'node:util'
+import { setTimeout as sleep } from 'node:timers/promises'
+import autocannon from 'autocannon'
+import { sampleProcess } from './procstat'
+import {
+  createVhost,
+  dropNamespace,
+  isolatedEnv,
+  listeningPort,
+  startRole,
+  uniqueNamespace,
+  type RoleProcess,
+} from '../test/support'
+
+const { values } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '5' },
+    rate: { type: 'string', default: '400' },
+    every: { type: 'string', default: '30' },
+  },
+})
+const minutes = Number(values.minutes)
+const rate = Number(values.rate)
+const everyS = Number(values.every)
+
+async function main(): Promise<void> {
+  const namespace = uniqueNamespace('memory')
+  const vhost = await createVhost('memory')
+  const roles: [string, RoleProcess][] = []
+  try {
+    const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0', LOG_LEVEL: 'warn' })
+    for (const name of ['reception', 'baker', 'projector'])
+      roles.push([name, await startRole(name, { ...env, LOG_LEVEL: 'info' })])
+    const url = `http://127.0.0.1:${listeningPort(roles[0]![1])}/orders`
+    const durationS = minutes * 60
+    const load = autocannon({
+      url,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ customer: 'homer', pastry: 'la bombe' }),
+      connections: 16,
+      overallRate: rate,
+      duration: durationS,
+    })
+    const samples: Record<string, number[]> = {}
+    const started = Date.now()
+    console.log(`memory: ${minutes} min at ${rate} orders/s; RSS MB every ${everyS} s`)
+    console.log(['t (s)', ...roles.map(([name]) => name)].join('\t'))
+    while (Date.now() - started < durationS * 1000) {
+      await sleep(everyS * 1000)
+      const row = [String(Math.round((Date.now() - started) / 1000))]
+      for (const [name, role] of roles) {
+        const rss = sampleProcess(role.child.pid!)?.rssMb ?? NaN
+        ;(samples[name] ??= []).push(rss)
+        row.push(rss.toFixed(1))
+      }
+      console.log(row.join('\t'))
+    }
+    const result = await load
+    console.log(`posted ${result.requests.total} orders, ${result.non2xx} not accepted`)
+    // Growth: the mean of the last third of samples against the mean of the second third (the
+    // first third is warm-up, while V8 sizes its heap).
+    const summary: Record<string, { secondThirdMb: number; lastThirdMb: number }> = {}
+    for (const [name, rss] of Object.entries(samples)) {
+      const third = Math.max(1, Math.floor(rss.length / 3))
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
+      summary[name] = {
+        secondThirdMb: Number(mean(rss.slice(third, 2 * third)).toFixed(1)),
+        lastThirdMb: Number(mean(rss.slice(-third)).toFixed(1)),
+      }
+    }
+    console.log(JSON.stringify({ bench: 'memory', minutes, rate, summary }))
+  } finally {
+    await Promise.all(roles.map(([, role]) => role.stop()))
+    await dropNamespace(namespace)
+    await vhost.drop()
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})
