@@ -1,5 +1,7 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { EventStore } from '../src/platform/event-store'
 import { keys } from '../src/platform/keys'
@@ -11,6 +13,7 @@ import {
   listeningPort,
   postOrder,
   REDIS_URL,
+  ROOT,
   startRole,
   uniqueNamespace,
   waitFor,
@@ -116,5 +119,33 @@ describe('an order, end to end across reception, baker and projector', () => {
       seen,
       'never backwards',
     )
+  })
+
+  it('bakery load drives orders into the reception and reports them all finished', () => {
+    const result = spawnSync(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'bakery.js'),
+        'load',
+        '--url',
+        base,
+        '--orders',
+        '30',
+        '--concurrency',
+        '5',
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    )
+    assert.equal(result.status, 0, result.stdout + result.stderr)
+    assert.match(result.stdout, /accepted +30 of 30 \(0 failed\)/)
+    assert.match(result.stdout, /finished +30 \(0 not finished/)
+    const bad = spawnSync(
+      process.execPath,
+      [join(ROOT, 'bin', 'bakery.js'), 'load', '--orders', 'many'],
+      {
+        encoding: 'utf8',
+      },
+    )
+    assert.equal(bad.status, 2, 'bad arguments exit 2')
   })
 })
