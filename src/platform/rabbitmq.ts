@@ -437,19 +437,10 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         await this.deadLetter(delivery, `gave up after ${attempt} attempts: ${reason}`, attempt)
       } else {
         const delay = retryDelay(this.options.retry, attempt)
-        await this.publishConfirmed(
-          '',
-          retryQueueName(this.options.consume!.queue, delay),
-          delivery.content,
-          {
-            ...copyProperties(delivery),
-            headers: {
-              ...delivery.properties.headers,
-              [Headers.attempt]: attempt + 1,
-              [Headers.reason]: reason,
-            },
-          },
-        )
+        await this.forward(delivery, retryQueueName(this.options.consume!.queue, delay), {
+          [Headers.attempt]: attempt + 1,
+          [Headers.reason]: reason,
+        })
         this.log.warn(
           { err: error, attempt, retryInMs: delay, messageType: delivery.properties.type },
           'handler failed; will retry',
@@ -474,15 +465,11 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     attempt: number,
   ): Promise<void> {
     const queue = this.options.consume?.queue ?? ''
-    await this.publishConfirmed('', this.options.topology.deadLetterQueue, delivery.content, {
-      ...copyProperties(delivery),
-      headers: {
-        ...delivery.properties.headers,
-        [Headers.reason]: reason,
-        [Headers.queue]: queue,
-        [Headers.failedAt]: new Date().toISOString(),
-        [Headers.attempt]: attempt,
-      },
+    await this.forward(delivery, this.options.topology.deadLetterQueue, {
+      [Headers.reason]: reason,
+      [Headers.queue]: queue,
+      [Headers.failedAt]: new Date().toISOString(),
+      [Headers.attempt]: attempt,
     })
     metrics.messageDeadLettered(delivery.properties.type)
     this.log.error(
@@ -494,6 +481,18 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       },
       'message dead-lettered',
     )
+  }
+
+  /** Publishes a copy of the delivery straight to `queue`, its headers amended. */
+  private forward(
+    delivery: ConsumeMessage,
+    queue: string,
+    headers: Record<string, unknown>,
+  ): Promise<void> {
+    return this.publishConfirmed('', queue, delivery.content, {
+      ...copyProperties(delivery),
+      headers: { ...delivery.properties.headers, ...headers },
+    })
   }
 
   private attemptOf(delivery: ConsumeMessage): number {

@@ -86,17 +86,10 @@ export async function tracePublish<T>(
   return tracer().startActiveSpan(
     `send ${details.destination}`,
     { kind: SpanKind.PRODUCER, attributes: spanAttributes },
-    async (span) => {
+    (span) => {
       const outgoing: AttributeValues = { ...attributes }
       propagation.inject(context.active(), outgoing)
-      try {
-        return await publish(outgoing)
-      } catch (error) {
-        recordFailure(span, error)
-        throw error
-      } finally {
-        span.end()
-      }
+      return endSpanAfter(span, () => publish(outgoing))
     },
   )
 }
@@ -145,16 +138,7 @@ export async function traceProcess(
     `process ${destination}`,
     { kind: SpanKind.CONSUMER, attributes: spanAttributes },
     parent,
-    async (span) => {
-      try {
-        await work()
-      } catch (error) {
-        recordFailure(span, cause(error))
-        throw error
-      } finally {
-        span.end()
-      }
-    },
+    (span) => endSpanAfter(span, work, cause),
   )
 }
 
@@ -170,16 +154,25 @@ export async function inSpan<T>(
   attributes: Attributes,
   work: (span: Span) => Promise<T>,
 ): Promise<T> {
-  return tracer().startActiveSpan(name, { attributes }, async (span) => {
-    try {
-      return await work(span)
-    } catch (error) {
-      recordFailure(span, error)
-      throw error
-    } finally {
-      span.end()
-    }
-  })
+  return tracer().startActiveSpan(name, { attributes }, (span) =>
+    endSpanAfter(span, () => work(span)),
+  )
+}
+
+/** Ends `span` once `work` settles; a failure (as `cause` tells it) is recorded first, and rethrown. */
+async function endSpanAfter<T>(
+  span: Span,
+  work: () => Promise<T>,
+  cause: (error: unknown) => unknown = (error) => error,
+): Promise<T> {
+  try {
+    return await work()
+  } catch (error) {
+    recordFailure(span, cause(error))
+    throw error
+  } finally {
+    span.end()
+  }
 }
 
 /**
