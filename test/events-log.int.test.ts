@@ -77,8 +77,12 @@ describe('bakery events', () => {
     const controller = new AbortController()
     const io = captureIo(namespace, { signal: controller.signal })
     const following = runEvents(['--follow', '--from', '1s', '--json'], io)
-    // Let it reach the tail, then place an order.
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Once it is blocked on the tail of the log, place an order.
+    await waitFor('the follower blocked on the log', async () =>
+      String(await b.redis.client('LIST'))
+        .split('\n')
+        .some((client) => client.includes('name=bakery-events') && client.includes('cmd=xread')),
+    )
     const order = randomOrderKey()
     await record(b, lifecycle.placed(order, 'lisa', 'eclair'))
     const seen = await waitFor('the new event to be printed', () =>

@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { freePort, ROOT, startRole, uniqueNamespace, waitFor } from './support'
 
@@ -18,11 +20,16 @@ describe('starting a role', () => {
   })
 
   it('says which broker it cannot reach, keeps retrying, and is not ready meanwhile', async () => {
-    const [amqpPort, redisPort, healthPort] = await Promise.all([
-      freePort(),
-      freePort(),
-      freePort(),
-    ])
+    const [redisPort, healthPort] = await Promise.all([freePort(), freePort()])
+    // A "broker" that hangs up on every connection: it counts the role's attempts.
+    let attempts = 0
+    const broker = createServer((socket) => {
+      attempts += 1
+      socket.destroy()
+    })
+    broker.listen(0, '127.0.0.1')
+    await once(broker, 'listening')
+    const amqpPort = (broker.address() as AddressInfo).port
     const baker = await startRole(
       'baker',
       {
@@ -52,11 +59,12 @@ describe('starting a role', () => {
       const ready = await fetch(`http://127.0.0.1:${healthPort}/readyz`)
       assert.equal(ready.status, 503)
       assert.equal((await fetch(`http://127.0.0.1:${healthPort}/healthz`)).status, 200)
-      // Still retrying a while later, without a line per attempt.
-      await new Promise((resolve) => setTimeout(resolve, 1500))
+      // Still retrying, with backoff, without a line per attempt.
+      await waitFor('three more attempts', () => attempts >= 4)
       assert.equal(baker.child.exitCode, null, 'still running')
       assert.equal(baker.output().match(/cannot reach RabbitMQ/g)?.length, 1)
     } finally {
+      broker.close()
       assert.equal(await baker.stop(), 0, 'exits 0 on SIGTERM even so')
     }
   })
