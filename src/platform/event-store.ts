@@ -12,6 +12,7 @@ import {
   type OrderKey,
 } from '../messages'
 import type { Keys } from './keys'
+import { fieldRecord } from './redis'
 
 /** W3C trace context headers (`traceparent`, `tracestate`), as a propagator writes them. */
 export type TraceCarrier = Record<string, string>
@@ -156,9 +157,7 @@ export function currentTrace(): TraceCarrier {
 
 /** Decodes one event-log entry (order stream or global log). */
 export function decodeEntry(streamId: string, fields: readonly string[]): StoredEvent {
-  const record: Record<string, string> = {}
-  for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
-  const envelope = Envelope.decode(record)
+  const envelope = Envelope.decode(fieldRecord(fields))
   if (isLeft(envelope)) throw new MalformedEntry(streamId, PathReporter.report(envelope).join('; '))
   const version = NonNegativeInt.decode(Number(envelope.right.version))
   if (isLeft(version) || version.right < 1)

@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis'
 import { OrderEvent, PlaceOrder, type BusMessage } from '../messages'
 import { parseTrace } from './event-store'
 import type { Logger } from './logger'
+import { fieldRecord } from './redis'
 import { metrics } from './metrics'
 
 export const RELAY_GROUP = 'relay'
@@ -195,7 +196,5 @@ async function readGroup(
 }
 
 function toEntry([id, fields]: [string, string[]]): OutboxEntry {
-  const record: Record<string, string> = {}
-  for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
-  return { id, fields: record }
+  return { id, fields: fieldRecord(fields) }
 }

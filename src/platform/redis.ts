@@ -41,3 +41,20 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
   })
   return redis
 }
+
+/** A Redis reply's flat `field, value, field, value …` list as a record. */
+export function fieldRecord(flat: readonly string[]): Record<string, string> {
+  const record: Record<string, string> = {}
+  for (let i = 0; i + 1 < flat.length; i += 2) record[flat[i]!] = flat[i + 1]!
+  return record
+}
+
+/** Orders two stream ids as Redis does: milliseconds, then the sequence number. */
+export function compareStreamIds(a: string, b: string): number {
+  const [aMs = '0', aSeq = '0'] = a.split('-')
+  const [bMs = '0', bSeq = '0'] = b.split('-')
+  const ms = BigInt(aMs) - BigInt(bMs)
+  if (ms !== 0n) return ms < 0n ? -1 : 1
+  const seq = BigInt(aSeq) - BigInt(bSeq)
+  return seq === 0n ? 0 : seq < 0n ? -1 : 1
+}

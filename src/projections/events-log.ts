@@ -2,14 +2,8 @@ import type { Redis } from 'ioredis'
 import { OrderKey, orderEvents } from '../messages'
 import { MalformedEntry } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
-import {
-  compareStreamIds,
-  decodeLogEntry,
-  lastLogId,
-  readLog,
-  type LogEntry,
-  type LogEvent,
-} from './log-entries'
+import { compareStreamIds } from '../platform/redis'
+import { decodeLogEntry, lastLogId, readLog, type LogEntry, type LogEvent } from './log-entries'
 import { describeEvent } from './order-history'
 import {
   interruptSignal,

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis'
 import { orderEvents } from '../messages'
 import { decodeEntry, MalformedEntry, type StoredEvent } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
+import { fieldRecord } from '../platform/redis'
 
 /** One entry of the global log, decoded; `order` is the order it belongs to. */
 export interface LogEvent extends StoredEvent {
@@ -13,22 +14,16 @@ export type LogEntry = LogEvent | MalformedEntry
 
 const KNOWN_TYPES: ReadonlySet<string> = new Set(orderEvents.map((message) => message.$name))
 
-function fieldsOf(fields: readonly string[]): Map<string, string> {
-  const record = new Map<string, string>()
-  for (let i = 0; i + 1 < fields.length; i += 2) record.set(fields[i]!, fields[i + 1]!)
-  return record
-}
-
 /**
  * Decodes an entry of an order stream (`order` absent) or of the global log. An event type this
  * version of Bakery does not know is named as such, not buried in a decoder's report.
  */
 export function decodeLogEntry(id: string, fields: readonly string[], order?: string): LogEntry {
-  const record = fieldsOf(fields)
-  const type = record.get('type')
+  const record = fieldRecord(fields)
+  const type = record.type
   if (type !== undefined && !KNOWN_TYPES.has(type))
     return new MalformedEntry(id, `unknown event type ${JSON.stringify(type)}`)
-  const logOrder = order ?? record.get('order')
+  const logOrder = order ?? record.order
   if (logOrder === undefined) return new MalformedEntry(id, 'it names no order')
   let stored: StoredEvent
   try {
@@ -43,16 +38,6 @@ export function decodeLogEntry(id: string, fields: readonly string[], order?: st
       `it is filed under order ${logOrder} but its event is for ${stored.event.orderKey}`,
     )
   return { ...stored, order: logOrder }
-}
-
-/** A stream id as Redis orders them: milliseconds, then a sequence number. */
-export function compareStreamIds(a: string, b: string): number {
-  const [aMs = '0', aSeq = '0'] = a.split('-')
-  const [bMs = '0', bSeq = '0'] = b.split('-')
-  const ms = BigInt(aMs) - BigInt(bMs)
-  if (ms !== 0n) return ms < 0n ? -1 : 1
-  const seq = BigInt(aSeq) - BigInt(bSeq)
-  return seq === 0n ? 0 : seq < 0n ? -1 : 1
 }
 
 export interface LogBatch {

@@ -4,6 +4,7 @@ import type { ChainableCommander, Redis, Result } from 'ioredis'
 import type { OrderKey } from '../messages'
 import { MalformedEntry, type EventStore } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
+import { fieldRecord } from '../platform/redis'
 import { decodeLogEntry, lastLogId, readLog, type LogEvent } from './log-entries'
 import { evolveView, foldView, OrderView, type VersionedView } from './order-view'
 import type { ViewStore } from './view-store'
@@ -345,7 +346,7 @@ export async function verifyReadModel(
         const difference = diffViews(
           order,
           rebuilt && !Array.isArray(rebuilt) ? rebuilt : {},
-          Array.isArray(live) ? pairs(live) : {},
+          Array.isArray(live) ? fieldRecord(live) : {},
         )
         return difference ? [difference] : []
       })
@@ -388,11 +389,4 @@ async function results<T>(pipeline: ChainableCommander): Promise<T[]> {
     if (error) throw error
     return reply as T
   })
-}
-
-/** A flat HGETALL reply as a record. */
-export function pairs(flat: readonly string[]): Record<string, string> {
-  const record: Record<string, string> = {}
-  for (let i = 0; i + 1 < flat.length; i += 2) record[flat[i]!] = flat[i + 1]!
-  return record
 }

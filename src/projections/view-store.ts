@@ -2,6 +2,7 @@ import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis, Result } from 'ioredis'
 import type { OrderKey } from '../messages'
 import type { Keys } from '../platform/keys'
+import { fieldRecord } from '../platform/redis'
 import { OrderView, type VersionedView } from './order-view'
 
 // Both scripts find the order's hash in the live generation of the read model (see keys.ts), in
@@ -99,7 +100,7 @@ export class ViewStore {
       this.keys.viewPrefix,
       orderKey,
     )
-    return { stored: decodeView(toHash(flat)), streamVersion }
+    return { stored: decodeView(fieldRecord(flat)), streamVersion }
   }
 
   /** The stored hash as it is, undecoded (empty when there is none): for `bakery replay --verify`. */
@@ -109,14 +110,8 @@ export class ViewStore {
       this.keys.viewPrefix,
       orderKey,
     )
-    return toHash(flat)
+    return fieldRecord(flat)
   }
-}
-
-function toHash(flat: readonly string[]): Record<string, string> {
-  const hash: Record<string, string> = {}
-  for (let i = 0; i + 1 < flat.length; i += 2) hash[flat[i]!] = flat[i + 1]!
-  return hash
 }
 
 function decodeView(hash: Record<string, string>): VersionedView | undefined {

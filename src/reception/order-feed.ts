@@ -4,6 +4,7 @@ import type { OrderKey } from '../messages'
 import { decodeEntry, type StoredEvent } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
 import type { Logger } from '../platform/logger'
+import { compareStreamIds } from '../platform/redis'
 
 /** Someone waiting for an order's next events. */
 export interface Subscriber {
@@ -153,8 +154,8 @@ export class OrderFeed {
     }
     const last = entries[entries.length - 1]?.[0]
     for (const watch of this.watches.get(stream) ?? []) {
-      const fresh = events.filter((event) => compareIds(event.streamId, watch.after) > 0)
-      if (last && compareIds(last, watch.after) > 0) watch.after = last
+      const fresh = events.filter((event) => compareStreamIds(event.streamId, watch.after) > 0)
+      if (last && compareStreamIds(last, watch.after) > 0) watch.after = last
       if (fresh.length > 0) watch.subscriber.deliver(fresh)
     }
   }
@@ -184,13 +185,7 @@ export class OrderFeed {
 /** The earliest cursor among a stream's subscribers: the XREAD must cover all of them. */
 function earliest(watches: ReadonlySet<Watch> | undefined): string {
   let min: string | undefined
-  for (const watch of watches ?? []) if (!min || compareIds(watch.after, min) < 0) min = watch.after
+  for (const watch of watches ?? [])
+    if (!min || compareStreamIds(watch.after, min) < 0) min = watch.after
   return min ?? '$'
-}
-
-/** Orders two stream ids (`<ms>-<seq>`). */
-export function compareIds(a: string, b: string): number {
-  const [aMs = 0, aSeq = 0] = a.split('-').map(Number)
-  const [bMs = 0, bSeq = 0] = b.split('-').map(Number)
-  return aMs - bMs || aSeq - bSeq
 }
