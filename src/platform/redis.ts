@@ -26,6 +26,8 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
     maxRetriesPerRequest: failFast ? 1 : null,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
   })
+  // An outage is announced once, by whichever comes first: a failed attempt to connect, or the
+  // connection dropping (Redis may be back before a reconnect ever fails, and that is an outage too).
   let down = false
   redis.on('error', (error: Error) => {
     if (down) return
@@ -34,6 +36,11 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
       `cannot reach Redis at ${redact(url)} (${error.message}); is it running? ` +
         '(redis-server --daemonize yes) - retrying',
     )
+  })
+  redis.on('reconnecting', () => {
+    if (down) return
+    down = true
+    log.warn(`lost the connection to Redis at ${redact(url)}; reconnecting`)
   })
   redis.on('ready', () => {
     if (down) log.info('Redis is back')

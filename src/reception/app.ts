@@ -167,7 +167,9 @@ async function unavailableOnError<T>(deps: AppDeps, work: () => Promise<T>): Pro
     return await work()
   } catch (error) {
     if (error instanceof Problem) throw error
-    deps.logger.error({ err: error }, 'the event store is unavailable')
+    // One short line per refused request: the outage itself is announced by the connection.
+    const reason = error instanceof Error ? error.message : String(error)
+    deps.logger.warn({ reason }, 'answered 503: the event store is unavailable')
     throw problems.unavailable('orders cannot be reached right now; try again shortly')
   }
 }
