@@ -276,6 +276,41 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
     )
   })
 
+  test('orders placed at once keep each Redis call in its own order trace', async () => {
+    // Redis commands issued in the same tick share one write (auto-pipelining); each command's
+    // span must still hang under the order that issued it, not under the first in the batch.
+    const placed = await Promise.all(Array.from({ length: 24 }, () => placeOrder(bakery.base)))
+    const traceOfOrder = new Map(
+      placed.map(({ orderKey, traceresponse }) => [
+        orderKey,
+        TRACE_RESPONSE.exec(traceresponse)?.[1] ?? '',
+      ]),
+    )
+    for (const { orderKey } of placed)
+      await waitFor(`order ${orderKey} to be finished`, async () =>
+        (await statusOf(bakery.base, orderKey)) === 'finished' ? true : undefined,
+      )
+    for (const traceId of traceOfOrder.values())
+      await completeTrace(receiver, traceId, [['process bakery/order-baked', 'bakery-projector']])
+
+    const orderRedisSpans = receiver.spans.filter(
+      (s) => isRedis(s) && traceOfOrder.has(String(s.attributes['bakery.order_key'])),
+    )
+    assert.ok(orderRedisSpans.length >= 24 * 3, 'every role traced its Redis calls')
+    // (A GET of the order while it was polled is a trace of its own, and not a stray.)
+    const orderTraces = new Set(traceOfOrder.values())
+    const strays = orderRedisSpans.filter(
+      (s) =>
+        orderTraces.has(s.traceId) &&
+        s.traceId !== traceOfOrder.get(String(s.attributes['bakery.order_key'])),
+    )
+    assert.deepEqual(
+      strays.map((s) => `${s.service} ${s.name} of ${String(s.attributes['bakery.order_key'])}`),
+      [],
+      'no Redis call of one order is in another order’s trace',
+    )
+  })
+
   test('a failing handler leaves an error span in the trace of the message', async () => {
     // A PlaceOrder for an order that does not exist, sent as another @node-ts/bus service would,
     // with a trace context of its own in the `attributes` header: the baker cannot bake it.

@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis'
+import { context, type Context } from '@opentelemetry/api'
+import { Redis, type Command } from 'ioredis'
 import { redact } from './config'
 import type { Logger } from './logger'
 import { tracesAreRecorded } from './tracing'
@@ -18,16 +19,15 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
   const redis = new Redis(url.href, {
     connectionName: `bakery-${name}`,
     // Commands issued in the same tick go out in one write: a syscall per command was the
-    // largest self time in every role's profile (docs/performance.md). Not while tracing: a
-    // pipeline is sent from the context of its first command, so the ioredis spans of other
-    // messages' commands would land in that message's trace.
-    enableAutoPipelining: !tracesAreRecorded(),
+    // largest self time in every role's profile (docs/performance.md).
+    enableAutoPipelining: true,
     enableOfflineQueue: !failFast,
     maxRetriesPerRequest: failFast ? 1 : null,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
   })
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the
   // connection dropping (Redis may be back before a reconnect ever fails, and that is an outage too).
+  if (tracesAreRecorded()) sendEachCommandFromItsCaller(redis)
   let down = false
   redis.on('error', (error: Error) => {
     if (down) return
@@ -47,6 +47,36 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
     down = false
   })
   return redis
+}
+
+/**
+ * An auto-pipeline is sent from the context of the command that opened it, so the ioredis
+ * instrumentation would hang every command's span under that first caller: other orders' Redis
+ * calls would land in its trace. Each queued command remembers the context it was issued in and
+ * is sent from that context.
+ */
+function sendEachCommandFromItsCaller(redis: Redis): void {
+  const issuedIn = new WeakMap<Command, Context>()
+  const openPipeline = redis.pipeline.bind(redis)
+  redis.pipeline = (commands) => {
+    const pipeline = openPipeline(commands) as ReturnType<typeof openPipeline> & QueuesCommands
+    const queue = pipeline.sendCommand.bind(pipeline)
+    pipeline.sendCommand = (command) => {
+      issuedIn.set(command, context.active())
+      return queue(command)
+    }
+    return pipeline
+  }
+  // The instance's own sendCommand wraps the prototype's, which the instrumentation patched.
+  const send = redis.sendCommand.bind(redis)
+  redis.sendCommand = (command, ...rest) => {
+    const caller = issuedIn.get(command)
+    return caller ? context.with(caller, () => send(command, ...rest)) : send(command, ...rest)
+  }
+}
+
+interface QueuesCommands {
+  sendCommand(command: Command): unknown
 }
 
 /** A Redis reply's flat `field, value, field, value …` list as a record. */
