@@ -1,5 +1,6 @@
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { setTimeout as sleep } from 'node:timers/promises'
 import amqp from 'amqplib'
 import pino from 'pino'
 import { Redis } from 'ioredis'
@@ -127,6 +128,56 @@ describe('the bus over RabbitMQ', () => {
     await sender.bus.send(PlaceOrder.create(order(orderKey)))
     await waitFor('the third attempt', () => done.includes(orderKey))
     assert.equal(calls, 3)
+  })
+
+  it('acknowledges deliveries that finish out of order, never one still in hand', async () => {
+    // Handlers finish out of order; acks go out in batches (a `multiple` ack for a settled run
+    // from the oldest delivery, single acks behind one still in hand). The broker's own counts say
+    // which deliveries it considers done.
+    const gates = new Map<string, () => void>()
+    const everyGate: (() => void)[] = []
+    let handled = 0
+    const sender = await start({ relay: false })
+    await start({
+      relay: false,
+      consume: {
+        queue: queues.baker,
+        handlers: () => [
+          handlerFor(PlaceOrder, async (c) => {
+            await new Promise<void>((resolve) => {
+              gates.set(c.orderKey, resolve)
+              everyGate.push(resolve)
+            })
+            handled += 1
+          }),
+        ],
+      },
+    })
+    try {
+      const orderKeys = Array.from({ length: 10 }, () => randomOrderKey())
+      for (const orderKey of orderKeys) await sender.bus.send(PlaceOrder.create(order(orderKey)))
+      await waitFor('every command in hand', () => orderKeys.every((key) => gates.has(key)))
+      const counts = () => vhost.queue(queues.baker)
+      assert.deepEqual(await counts(), { ready: 0, unacknowledged: 10 })
+
+      // Everything but the fifth: a run of four before it, five settled behind it.
+      const held = orderKeys[4]!
+      for (const key of orderKeys) if (key !== held) gates.get(key)!()
+      await waitFor('all but the held one acknowledged', async () => {
+        const { unacknowledged } = await counts()
+        assert.notEqual(unacknowledged, 0, 'an ack covered the delivery still in hand')
+        return unacknowledged === 1
+      })
+      await sleep(200)
+      assert.deepEqual(await counts(), { ready: 0, unacknowledged: 1 })
+
+      gates.get(held)!()
+      await waitFor('the held one acknowledged', async () => (await counts()).unacknowledged === 0)
+      assert.equal(handled, 10, 'no delivery was handed out twice')
+    } finally {
+      // However the test ends, no handler is left waiting (the consumer could not stop).
+      everyGate.forEach((open) => open())
+    }
   })
 
   it('leaves the read model unchanged when an event is delivered again', async () => {

@@ -47,9 +47,13 @@ function canResolve(module: string): boolean {
  * logs the decision (retry or dead-letter) once, and a busy baker's log still reads.
  */
 export function busLoggerFactory(logger: Logger): LoggerFactory {
+  // bus-core asks for its handler registry's logger once per message: one child per name.
+  const byName = new Map<string, ReturnType<LoggerFactory>>()
   return (name) => {
+    const known = byName.get(name)
+    if (known) return known
     const child = logger.child({ component: name })
-    return {
+    const busLogger: ReturnType<LoggerFactory> = {
       trace: (message, meta) => child.trace(meta ?? {}, message),
       debug: (message, meta) => child.debug(meta ?? {}, message),
       info: (message, meta) => child.debug(meta ?? {}, message),
@@ -57,5 +61,7 @@ export function busLoggerFactory(logger: Logger): LoggerFactory {
       error: (message, meta) => child.debug(meta ?? {}, message),
       fatal: (message, meta) => child.fatal(meta ?? {}, message),
     }
+    byName.set(name, busLogger)
+    return busLogger
   }
 }

@@ -98,7 +98,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   private readonly accepted: ReadonlyMap<string, AnyMessageDefinition>
   private connection: ChannelModel | undefined
   private publisher: ConfirmChannel | undefined
-  private consumer: { channel: Channel; tag: string } | undefined
+  private consumer: { channel: Channel; tag: string; acks: Acknowledgements } | undefined
   private bus: BusInstance | undefined
   private connected = false
   private closing = false
@@ -153,6 +153,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     this.consumer = undefined
     if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => undefined)
     await Promise.allSettled([...this.inFlight])
+    consumer?.acks.flush()
   }
 
   async disconnect(): Promise<void> {
@@ -388,15 +389,17 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     channel.on('error', (error) => this.dropConnection(error))
     channel.on('close', () => this.dropConnection())
     await channel.prefetch(settings.prefetch)
+    const acks = new Acknowledgements(channel)
     const { consumerTag } = await channel.consume(settings.queue, (delivery) => {
       if (delivery === null)
         return this.dropConnection(new Error('the broker cancelled the consumer'))
-      const handling = this.handle(channel, delivery, bus).finally(() =>
+      acks.delivered(delivery)
+      const handling = this.handle(acks, delivery, bus).finally(() =>
         this.inFlight.delete(handling),
       )
       this.inFlight.add(handling)
     })
-    this.consumer = { channel, tag: consumerTag }
+    this.consumer = { channel, tag: consumerTag, acks }
   }
 
   private dropConnection(error?: unknown): void {
@@ -406,7 +409,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   }
 
   private async handle(
-    channel: Channel,
+    acks: Acknowledgements,
     delivery: ConsumeMessage,
     bus: BusInstance,
   ): Promise<void> {
@@ -415,15 +418,15 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       const attempt = this.attemptOf(delivery)
       const traced = { delivery, queue, attempt, broker: this.options.url, cause: unwrap }
       await traceProcess(traced, () => bus.receive(delivery))
-      channel.ack(delivery)
+      acks.ack(delivery)
       metrics.messageHandled(delivery.properties.type)
     } catch (error) {
-      await this.settleFailure(channel, delivery, unwrap(error))
+      await this.settleFailure(acks, delivery, unwrap(error))
     }
   }
 
   private async settleFailure(
-    channel: Channel,
+    acks: Acknowledgements,
     delivery: ConsumeMessage,
     error: Error,
   ): Promise<void> {
@@ -446,16 +449,12 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
           'handler failed; will retry',
         )
       }
-      channel.ack(delivery)
+      acks.ack(delivery)
     } catch (settleError) {
       // Neither retried nor dead-lettered: hand the message back so that it is not lost.
       this.log.warn({ err: settleError }, 'could not retry or dead-letter a message; returning it')
       await sleep(1000)
-      try {
-        channel.nack(delivery, false, true)
-      } catch {
-        // The channel is gone; the broker redelivers the message anyway.
-      }
+      acks.requeue(delivery)
     }
   }
 
@@ -506,6 +505,71 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
  * largest self time of the consuming roles (docs/performance.md). Corked until the end of the
  * tick, the frames written in one tick leave in one writev, the same bytes in the same order.
  */
+/**
+ * Acknowledges a consumer channel's deliveries in as few frames as the broker allows. Handlers
+ * finish out of order, so the acks of one turn of the event loop go out together: one `multiple`
+ * ack for the run of settled deliveries from the oldest one still outstanding, and single acks
+ * for those settled behind a delivery still in hand. A `multiple` ack never covers a delivery
+ * that is still being handled.
+ */
+class Acknowledgements {
+  /** Deliveries not yet acknowledged nor handed back, oldest (lowest tag) first. */
+  private readonly outstanding: ConsumeMessage[] = []
+  private readonly settled = new Set<ConsumeMessage>()
+  private scheduled = false
+
+  constructor(private readonly channel: Channel) {}
+
+  delivered(delivery: ConsumeMessage): void {
+    this.outstanding.push(delivery)
+  }
+
+  ack(delivery: ConsumeMessage): void {
+    this.settled.add(delivery)
+    if (this.scheduled) return
+    this.scheduled = true
+    setImmediate(() => this.flush())
+  }
+
+  /** Hands a delivery back to the queue at once. */
+  requeue(delivery: ConsumeMessage): void {
+    this.forget(delivery)
+    this.send(() => this.channel.nack(delivery, false, true))
+  }
+
+  flush(): void {
+    this.scheduled = false
+    let run = 0
+    while (run < this.outstanding.length && this.settled.has(this.outstanding[run]!)) {
+      this.settled.delete(this.outstanding[run]!)
+      run++
+    }
+    if (run > 0) {
+      const newest = this.outstanding[run - 1]!
+      this.outstanding.splice(0, run)
+      this.send(() => this.channel.ack(newest, true))
+    }
+    for (const delivery of this.settled) {
+      this.forget(delivery)
+      this.send(() => this.channel.ack(delivery))
+    }
+    this.settled.clear()
+  }
+
+  private forget(delivery: ConsumeMessage): void {
+    const at = this.outstanding.indexOf(delivery)
+    if (at >= 0) this.outstanding.splice(at, 1)
+  }
+
+  private send(frame: () => void): void {
+    try {
+      frame()
+    } catch {
+      // The channel is gone: the broker hands its unacknowledged deliveries out again.
+    }
+  }
+}
+
 function coalesceWrites(model: ChannelModel): void {
   const socket: unknown = (model.connection as { stream?: unknown }).stream
   if (!(socket instanceof Socket)) return

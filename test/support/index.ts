@@ -29,15 +29,36 @@ export async function dropNamespace(namespace: string, url = REDIS_URL): Promise
 }
 
 /** A RabbitMQ vhost of its own, so queues and exchanges of one test never meet another's. */
-export async function createVhost(
-  label: string,
-): Promise<{ name: string; url: string; drop: () => Promise<void> }> {
+export async function createVhost(label: string): Promise<{
+  name: string
+  url: string
+  queue: (queue: string) => Promise<{ ready: number; unacknowledged: number }>
+  drop: () => Promise<void>
+}> {
   const name = `test-${label}-${randomBytes(4).toString('hex')}`
   await run('rabbitmqctl', ['-q', 'add_vhost', name])
   await run('rabbitmqctl', ['-q', 'set_permissions', '-p', name, 'guest', '.*', '.*', '.*'])
   return {
     name,
     url: `${AMQP_BASE}/${encodeURIComponent(name)}`,
+    /** The broker's own count of a queue's ready and delivered-but-unacknowledged messages. */
+    queue: async (queue) => {
+      const columns = ['name', 'messages_ready', 'messages_unacknowledged']
+      const { stdout } = await run('rabbitmqctl', [
+        '-q',
+        '--no-table-headers',
+        'list_queues',
+        '-p',
+        name,
+        ...columns,
+      ])
+      const row = stdout
+        .split('\n')
+        .map((line) => line.split('\t'))
+        .find(([queueName]) => queueName === queue)
+      if (!row) throw new Error(`no queue ${queue} in vhost ${name}`)
+      return { ready: Number(row[1]), unacknowledged: Number(row[2]) }
+    },
     drop: async () => {
       await run('rabbitmqctl', ['-q', 'delete_vhost', name]).catch(() => undefined)
     },
