@@ -180,6 +180,35 @@ describe('the bus over RabbitMQ', () => {
     }
   })
 
+  it('relays again after the outbox and its consumer group were deleted', async () => {
+    const received: string[] = []
+    const service = await start({
+      relay: true,
+      consume: {
+        queue: queues.baker,
+        handlers: () => [handlerFor(PlaceOrder, async (c) => void received.push(c.orderKey))],
+      },
+    })
+    const redis = new Redis(REDIS_URL)
+    try {
+      const deps = {
+        store: service.store,
+        views: new ViewStore(redis, service.keys),
+        now: () => new Date(),
+        newOrderKey: randomOrderKey,
+      }
+      const first = await placeOrder(deps, { customer: 'homer', pastry: 'donut' })
+      await waitFor('the first command', () => received.includes(first))
+      await redis.del(service.keys.outbox)
+      const second = await placeOrder(deps, { customer: 'marge', pastry: 'eclair' })
+      await waitFor('the command placed after the outbox was deleted', () =>
+        received.includes(second),
+      )
+    } finally {
+      redis.disconnect()
+    }
+  })
+
   it('leaves the read model unchanged when an event is delivered again', async () => {
     const redis = new Redis(REDIS_URL)
     const service = await start({ relay: false })

@@ -40,6 +40,8 @@ export class OutboxRelay {
   private running: Promise<void> | undefined
   private stopping = false
   private backlog = true
+  /** Whether the consumer group is known to exist; checked again after any failure. */
+  private grouped = false
   private lastClaim = 0
 
   constructor(private readonly options: RelayOptions) {
@@ -64,7 +66,7 @@ export class OutboxRelay {
     let failures = 0
     while (!this.stopping) {
       try {
-        await this.ensureGroup()
+        if (!this.grouped) await this.ensureGroup()
         const entries = await this.nextBatch()
         const delivered = await this.deliver(entries)
         if (delivered.length > 0) {
@@ -83,6 +85,7 @@ export class OutboxRelay {
         if (this.stopping) break
         failures += 1
         this.backlog = true
+        this.grouped = false
         if (failures === 1 || failures % 30 === 0)
           this.log.warn({ err: error }, 'cannot relay the outbox yet; retrying')
         await sleep(Math.min(100 * 2 ** failures, 5000))
@@ -102,6 +105,7 @@ export class OutboxRelay {
     } catch (error) {
       if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error
     }
+    this.grouped = true
   }
 
   /** Its own unconfirmed entries first, then entries of dead relays, then new ones. */
