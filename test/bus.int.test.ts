@@ -41,6 +41,13 @@ describe('the bus over RabbitMQ', () => {
     return service
   }
 
+  /** A service that handles PlaceOrder from the baker's queue with `handle`. */
+  const startBaker = (handle: (command: PlaceOrder) => Promise<void>, relay = false) =>
+    start({
+      relay,
+      consume: { queue: queues.baker, handlers: () => [handlerFor(PlaceOrder, handle)] },
+    })
+
   before(async () => {
     vhost = await createVhost('bus')
   })
@@ -58,13 +65,7 @@ describe('the bus over RabbitMQ', () => {
     const orderKey = randomOrderKey()
     await sender.bus.send(PlaceOrder.create(order(orderKey)))
     const received: PlaceOrder[] = []
-    await start({
-      relay: false,
-      consume: {
-        queue: queues.baker,
-        handlers: () => [handlerFor(PlaceOrder, async (c) => void received.push(c))],
-      },
-    })
+    await startBaker(async (c) => void received.push(c))
     await waitFor('the early command', () => received.some((c) => c.orderKey === orderKey))
   })
 
@@ -111,18 +112,10 @@ describe('the bus over RabbitMQ', () => {
     let calls = 0
     const done: string[] = []
     const sender = await start({ relay: false })
-    await start({
-      relay: false,
-      consume: {
-        queue: queues.baker,
-        handlers: () => [
-          handlerFor(PlaceOrder, async (c) => {
-            calls += 1
-            if (calls < 3) throw new Error('the oven is cold')
-            done.push(c.orderKey)
-          }),
-        ],
-      },
+    await startBaker(async (c) => {
+      calls += 1
+      if (calls < 3) throw new Error('the oven is cold')
+      done.push(c.orderKey)
     })
     const orderKey = randomOrderKey()
     await sender.bus.send(PlaceOrder.create(order(orderKey)))
@@ -138,20 +131,12 @@ describe('the bus over RabbitMQ', () => {
     const everyGate: (() => void)[] = []
     let handled = 0
     const sender = await start({ relay: false })
-    await start({
-      relay: false,
-      consume: {
-        queue: queues.baker,
-        handlers: () => [
-          handlerFor(PlaceOrder, async (c) => {
-            await new Promise<void>((resolve) => {
-              gates.set(c.orderKey, resolve)
-              everyGate.push(resolve)
-            })
-            handled += 1
-          }),
-        ],
-      },
+    await startBaker(async (c) => {
+      await new Promise<void>((resolve) => {
+        gates.set(c.orderKey, resolve)
+        everyGate.push(resolve)
+      })
+      handled += 1
     })
     try {
       const orderKeys = Array.from({ length: 10 }, () => randomOrderKey())
@@ -182,13 +167,7 @@ describe('the bus over RabbitMQ', () => {
 
   it('relays again after the outbox and its consumer group were deleted', async () => {
     const received: string[] = []
-    const service = await start({
-      relay: true,
-      consume: {
-        queue: queues.baker,
-        handlers: () => [handlerFor(PlaceOrder, async (c) => void received.push(c.orderKey))],
-      },
-    })
+    const service = await startBaker(async (c) => void received.push(c.orderKey), true)
     const redis = new Redis(REDIS_URL)
     try {
       const deps = {
