@@ -1,6 +1,5 @@
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { setTimeout as sleep } from 'node:timers/promises'
 import amqp from 'amqplib'
 import pino from 'pino'
 import { Redis } from 'ioredis'
@@ -153,7 +152,6 @@ describe('the bus over RabbitMQ', () => {
         assert.notEqual(unacknowledged, 0, 'an ack covered the delivery still in hand')
         return unacknowledged === 1
       })
-      await sleep(200)
       assert.deepEqual(await counts(), { ready: 0, unacknowledged: 1 })
 
       gates.get(held)!()

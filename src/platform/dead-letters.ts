@@ -5,10 +5,10 @@ import amqp, {
   type Options,
 } from 'amqplib'
 import { loadConfig, ConfigError, redact } from './config'
+import { describeError } from './logger'
 import { Headers } from './rabbitmq'
 import { topology } from './topology'
 import {
-  describe,
   formatDuration,
   formatTable,
   parseToolArgs,
@@ -201,7 +201,7 @@ export async function runDeadLetters(
     connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
   } catch (error) {
     io.stderr.write(
-      `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describe(error)}); is it running?\n`,
+      `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
     )
     return 1
   }
@@ -213,7 +213,7 @@ export async function runDeadLetters(
       io.stderr.write(`bakery dead-letters: ${error.message}\n\n${USAGE}\n`)
       return 2
     }
-    io.stderr.write(`bakery dead-letters: ${describe(error)}\n`)
+    io.stderr.write(`bakery dead-letters: ${describeError(error)}\n`)
     return 1
   } finally {
     await connection.close().catch(() => undefined)

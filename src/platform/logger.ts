@@ -4,6 +4,11 @@ import type { LoggerFactory } from '@node-ts/bus-core'
 
 export type { Logger }
 
+/** What an error says, for a log line or a message to a person: its message, or the value itself. */
+export function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
 /**
  * JSON lines for machines; colourful lines when a person watches a terminal. A line written
  * inside a trace carries its `trace_id` and `span_id`, so Jaeger and the log tell one story.

@@ -22,7 +22,7 @@ import { isLeft } from 'fp-ts/lib/Either'
 import { PathReporter } from 'io-ts/lib/PathReporter'
 import type { AnyMessageDefinition } from '../messages'
 import { redact } from './config'
-import type { Logger } from './logger'
+import { describeError, type Logger } from './logger'
 import { metrics } from './metrics'
 import { SENT_AT_HEADER, tracePublish, traceProcess } from './tracing'
 
@@ -306,7 +306,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         failures += 1
         if (failures === 1 || failures % 20 === 0)
           this.log.error(
-            `cannot reach RabbitMQ at ${redact(this.options.url)} (${describe(error)}); ` +
+            `cannot reach RabbitMQ at ${redact(this.options.url)} (${describeError(error)}); ` +
               'is it running? (rabbitmq-server -detached) - retrying',
           )
         await this.connection?.close().catch(() => undefined)
@@ -624,8 +624,4 @@ function unwrap(error: unknown): Error {
   if (error instanceof HandlerDispatchRejected && error.rejections[0])
     return unwrap(error.rejections[0])
   return error instanceof Error ? error : new Error(String(error))
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }

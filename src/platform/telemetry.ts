@@ -6,7 +6,7 @@ import { NodeSDK } from '@opentelemetry/sdk-node'
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http'
 import { KoaInstrumentation, KoaLayerType } from '@opentelemetry/instrumentation-koa'
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis'
-import type { Logger } from './logger'
+import { describeError, type Logger } from './logger'
 import { onShutdown } from './shutdown'
 import { Attr } from './tracing'
 
@@ -99,7 +99,7 @@ function tagOrderKey(span: Span, args: readonly unknown[]): void {
 function reportOnce(logger: Logger): (error: unknown) => void {
   let reported = false
   return (error) => {
-    const reason = error instanceof Error ? error.message : String(error)
+    const reason = describeError(error)
     if (reported) {
       diag.debug(`telemetry: ${reason}`)
       return

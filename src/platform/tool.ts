@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { Redis } from 'ioredis'
 import { ConfigError, loadConfig, redact, type Config } from './config'
 import { keys, type Keys } from './keys'
+import { describeError } from './logger'
 
 /**
  * What the stream-debugging tools (`history`, `replay`, `events`) share: where they write, how they
@@ -63,7 +64,7 @@ export function parseToolArgs<O extends Options>(argv: readonly string[], option
   try {
     return parseArgs({ args: [...argv], options, allowPositionals: true, strict: true })
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error))
+    throw new UsageError(describeError(error))
   }
 }
 
@@ -103,7 +104,7 @@ export async function runTool(
       await redis.connect()
     } catch (error) {
       io.stderr.write(
-        `bakery ${name}: cannot reach Redis at ${redact(config.REDIS_URL)} (${describe(error)}); is it running?\n`,
+        `bakery ${name}: cannot reach Redis at ${redact(config.REDIS_URL)} (${describeError(error)}); is it running?\n`,
       )
       return 1
     }
@@ -113,15 +114,12 @@ export async function runTool(
       io.stderr.write(`bakery ${name}: ${error.message}\n\n${usage}`)
       return 2
     }
-    io.stderr.write(`bakery ${name}: ${describe(error)}\n`)
+    io.stderr.write(`bakery ${name}: ${describeError(error)}\n`)
     return 1
   } finally {
     redis.disconnect()
   }
 }
-
-export const describe = (error: unknown): string =>
-  error instanceof Error ? error.message : String(error)
 
 /** `--help` anywhere in the arguments. */
 export const wantsHelp = (argv: readonly string[]) => argv.includes('--help') || argv.includes('-h')

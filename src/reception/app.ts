@@ -2,7 +2,7 @@ import Koa, { type Context, type Next } from 'koa'
 import Router from '@koa/router'
 import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
-import type { Logger } from '../platform/logger'
+import { describeError, type Logger } from '../platform/logger'
 import { metrics, metricsText } from '../platform/metrics'
 import { markOrder } from '../platform/tracing'
 import { readHistory } from '../projections/order-history'
@@ -168,8 +168,10 @@ async function unavailableOnError<T>(deps: AppDeps, work: () => Promise<T>): Pro
   } catch (error) {
     if (error instanceof Problem) throw error
     // One short line per refused request: the outage itself is announced by the connection.
-    const reason = error instanceof Error ? error.message : String(error)
-    deps.logger.warn({ reason }, 'answered 503: the event store is unavailable')
+    deps.logger.warn(
+      { reason: describeError(error) },
+      'answered 503: the event store is unavailable',
+    )
     throw problems.unavailable('orders cannot be reached right now; try again shortly')
   }
 }
