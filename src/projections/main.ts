@@ -13,8 +13,8 @@ export async function runProjector(config: Config, logger: Logger): Promise<void
     relay: false,
     consume: {
       queue: queues.projector,
-      handlers: ({ store, redis, keys }) => {
-        const deps = { store, views: new ViewStore(redis, keys) }
+      handlers: ({ redis, keys }) => {
+        const deps = { views: new ViewStore(redis, keys) }
         return orderEvents.map((event) =>
           handlerFor(event, (message) => projectOrder(deps, message)),
         )

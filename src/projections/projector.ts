@@ -1,31 +1,28 @@
 import type { OrderEvent } from '../messages'
-import type { EventStore } from '../platform/event-store'
 import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
 import { foldView } from './order-view'
 import type { ViewStore } from './view-store'
 
 export interface ProjectorDeps {
-  readonly store: EventStore
   readonly views: ViewStore
 }
 
 /**
  * Brings an order's view up to date with its stream. The event only says which order changed:
  * the view is folded forward from the stream, the truth, so a lost, repeated or reordered event
- * can never leave the read model different from the fold of the log. A view already at the
- * stream's end (the event was folded in with an earlier one) costs a single read.
+ * can never leave the read model different from the fold of the log. Reading the view and what
+ * the stream holds after it is one round trip; a view already at the stream's end (the event was
+ * folded in with an earlier one) costs nothing more.
  */
-export async function projectOrder(
-  { store, views }: ProjectorDeps,
-  event: OrderEvent,
-): Promise<void> {
-  const { stored, streamVersion } = await views.getAtStream(event.orderKey)
-  if (streamVersion === 0) throw new PermanentFailure(`order ${event.orderKey} has no history`)
-  if (stored && stored.version >= streamVersion) return
-  const fresh = await store.read(event.orderKey, stored?.version ?? 0)
-  const folded = foldView(fresh, stored)
+export async function projectOrder({ views }: ProjectorDeps, event: OrderEvent): Promise<void> {
+  const { stored, behind } = await views.withTail(event.orderKey)
+  const last = behind[behind.length - 1]
+  if (!last) {
+    if (stored) return
+    throw new PermanentFailure(`order ${event.orderKey} has no history`)
+  }
+  const folded = foldView(behind, stored)
   if (!folded) throw new PermanentFailure(`order ${event.orderKey} has no OrderPlaced`)
-  const last = fresh[fresh.length - 1]
-  if ((await views.save(event.orderKey, folded)) && last) metrics.projected(last.recordedAt)
+  if (await views.save(event.orderKey, folded)) metrics.projected(last.recordedAt)
 }

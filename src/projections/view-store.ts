@@ -1,6 +1,7 @@
 import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis, Result } from 'ioredis'
 import type { OrderKey } from '../messages'
+import { decodeEntry, type StoredEvent } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { OrderView, type VersionedView } from './order-view'
@@ -28,10 +29,21 @@ const GET = `${LIVE_VIEW_KEY}
 return redis.call('HGETALL', key)
 `
 
-// The view and the length of the order's stream (KEYS[2]) as of one instant: a reader can tell
-// whether the view is behind the log with a single round trip.
-const GET_WITH_STREAM_VERSION = `${LIVE_VIEW_KEY}
-return {redis.call('XLEN', KEYS[2]), redis.call('HGETALL', key)}
+// The view and the entries of the order's stream (KEYS[2]) after the view's version (or all of
+// them, with ARGV[3] = 'all'), as of one instant: a reader learns whether the view is behind the
+// log, and what it misses, in one round trip. A stream's n-th entry is version n (streams are
+// never trimmed), and an order's stream is a handful of entries, so the tail is cut from the
+// whole range rather than searched for.
+const GET_WITH_STREAM_TAIL = `${LIVE_VIEW_KEY}
+local view = redis.call('HGETALL', key)
+local after = 0
+if ARGV[3] ~= 'all' then
+  for i = 1, #view, 2 do
+    if view[i] == 'version' then after = tonumber(view[i + 1]) or 0 end
+  end
+end
+if redis.call('XLEN', KEYS[2]) <= after then return {view, {}} end
+return {view, {unpack(redis.call('XRANGE', KEYS[2], '-', '+'), after + 1)}}
 `
 
 declare module 'ioredis' {
@@ -48,14 +60,23 @@ declare module 'ioredis' {
       viewPrefix: string,
       orderKey: string,
     ): Result<string[], Context>
-    bakeryGetViewAtStream(
+    bakeryGetViewWithTail(
       generation: string,
       orderStream: string,
       viewPrefix: string,
       orderKey: string,
-    ): Result<[number, string[]], Context>
+      from: 'after-view' | 'all',
+    ): Result<[string[], [id: string, fields: string[]][]], Context>
   }
 }
+
+export interface ViewWithTail {
+  readonly stored: VersionedView | undefined
+  /** The order's events after the stored view, oldest first. */
+  readonly behind: readonly StoredEvent[]
+}
+
+const toStoredEvent = ([id, fields]: [string, string[]]) => decodeEntry(id, fields)
 
 /** The read model: one Redis hash per order, in the live generation. */
 export class ViewStore {
@@ -65,10 +86,7 @@ export class ViewStore {
   ) {
     redis.defineCommand('bakerySaveView', { numberOfKeys: 1, lua: SAVE_IF_NEWER })
     redis.defineCommand('bakeryGetView', { numberOfKeys: 1, lua: GET })
-    redis.defineCommand('bakeryGetViewAtStream', {
-      numberOfKeys: 2,
-      lua: GET_WITH_STREAM_VERSION,
-    })
+    redis.defineCommand('bakeryGetViewWithTail', { numberOfKeys: 2, lua: GET_WITH_STREAM_TAIL })
   }
 
   /** Saves the view unless a view at the same or a later version is stored; says whether it did. */
@@ -90,17 +108,23 @@ export class ViewStore {
     return decodeView(await this.raw(orderKey))
   }
 
-  /** The stored view, with the version of the order's stream at the same instant. */
-  async getAtStream(
-    orderKey: OrderKey,
-  ): Promise<{ readonly stored: VersionedView | undefined; readonly streamVersion: number }> {
-    const [streamVersion, flat] = await this.redis.bakeryGetViewAtStream(
-      this.keys.viewGeneration,
-      this.keys.orderStream(orderKey),
-      this.keys.viewPrefix,
-      orderKey,
-    )
-    return { stored: decodeView(fieldRecord(flat)), streamVersion }
+  /**
+   * The stored view and the order's events after it (all of them when there is no view), as of
+   * one instant: the view is up to date when `behind` is empty.
+   */
+  async withTail(orderKey: OrderKey): Promise<ViewWithTail> {
+    const [flat, tail] = await this.getWithTail(orderKey, 'after-view')
+    const stored = decodeView(fieldRecord(flat))
+    if (stored || flat.length === 0) return { stored, behind: tail.map(toStoredEvent) }
+    // A hash that is not a view (the log is the truth): the whole history, to fold from nothing.
+    const [, history] = await this.getWithTail(orderKey, 'all')
+    return { stored, behind: history.map(toStoredEvent) }
+  }
+
+  private getWithTail(orderKey: OrderKey, from: 'after-view' | 'all') {
+    const { viewGeneration, viewPrefix } = this.keys
+    const stream = this.keys.orderStream(orderKey)
+    return this.redis.bakeryGetViewWithTail(viewGeneration, stream, viewPrefix, orderKey, from)
   }
 
   /** The stored hash as it is, undecoded (empty when there is none): for `bakery replay --verify`. */

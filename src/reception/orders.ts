@@ -109,8 +109,6 @@ export async function findOrder(
   deps: OrdersDeps,
   orderKey: OrderKey,
 ): Promise<OrderView | undefined> {
-  const { stored, streamVersion } = await deps.views.getAtStream(orderKey)
-  if (stored && stored.version >= streamVersion) return stored.view
-  if (streamVersion === 0) return undefined
-  return foldView(await deps.store.read(orderKey))?.view
+  const { stored, behind } = await deps.views.withTail(orderKey)
+  return behind.length === 0 ? stored?.view : foldView(behind, stored)?.view
 }
