@@ -6,10 +6,10 @@ import type { Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { OrderView, type VersionedView } from './order-view'
 
-// Both scripts find the order's hash in the live generation of the read model (see keys.ts), in
-// the same atomic step as they use it: `bakery replay` flips the generation between two calls,
-// never during one. The hash's name is built here from the generation; it shares the `{ns}` hash
-// tag with the generation key, so a script stays within one Redis Cluster slot.
+// Every script here finds the order's hash in the live generation of the read model (see
+// keys.ts), in the same atomic step as it uses it: `bakery replay` flips the generation between
+// two calls, never during one. The hash's name is built here from the generation; it shares the
+// `{ns}` hash tag with the generation key, so a script stays within one Redis Cluster slot.
 const LIVE_VIEW_KEY = `
 local generation = redis.call('GET', KEYS[1])
 local key = ARGV[1] .. ARGV[2]
