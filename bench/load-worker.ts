@@ -56,7 +56,7 @@ export function percentile(sorted: ArrayLike<number>, q: number): number {
  * timed from when the request was made, not from when a connection was free to send it, so time
  * spent waiting behind slow responses counts (no coordinated omission).
  */
-async function paced(plan: LoadPlan & { overallRate: number }): Promise<LoadResult> {
+export async function paced(plan: LoadPlan & { overallRate: number }): Promise<LoadResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: plan.connections })
   const url = new URL('/orders', plan.url)
   const customer = plan.post?.customer ?? 'paced'

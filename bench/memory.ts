@@ -3,7 +3,7 @@
 // RSS every --every seconds. Run: npx tsx bench/memory.ts --minutes 5 --rate 400
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
-import autocannon from 'autocannon'
+import { paced } from './load-worker'
 import { sampleProcess } from './procstat'
 import {
   createVhost,
@@ -34,16 +34,15 @@ async function main(): Promise<void> {
     const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0', LOG_LEVEL: 'warn' })
     for (const name of ['reception', 'baker', 'projector'])
       roles.push([name, await startRole(name, { ...env, LOG_LEVEL: 'info' })])
-    const url = `http://127.0.0.1:${listeningPort(roles[0]![1])}/orders`
+    const url = `http://127.0.0.1:${listeningPort(roles[0]![1])}`
     const durationS = minutes * 60
-    const load = autocannon({
+    // One order every 1/rate seconds: a steady load, not a burst once a second.
+    const load = paced({
       url,
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ customer: 'homer', pastry: 'la bombe' }),
       connections: 16,
+      durationS,
+      post: { customer: 'homer' },
       overallRate: rate,
-      duration: durationS,
     })
     const samples: Record<string, number[]> = {}
     const started = Date.now()
@@ -60,7 +59,7 @@ async function main(): Promise<void> {
       console.log(row.join('\t'))
     }
     const result = await load
-    console.log(`posted ${result.requests.total} orders, ${result.non2xx} not accepted`)
+    console.log(`posted ${result.requests} orders, ${result.non2xx + result.errors} not accepted`)
     // Growth: the mean of the last third of samples against the mean of the second third (the
     // first third is warm-up, while V8 sizes its heap).
     const summary: Record<string, { secondThirdMb: number; lastThirdMb: number }> = {}
