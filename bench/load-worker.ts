@@ -48,6 +48,8 @@ export function percentile(sorted: ArrayLike<number>, q: number): number {
   return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? 0
 }
 
+const REQUEST_TIMEOUT_MS = 10_000
+
 /**
  * POSTs at `overallRate` per second, one every 1/rate seconds, on at most `connections` kept-alive
  * connections. autocannon's own rate limit sends each connection's quota for the second as fast
@@ -62,7 +64,7 @@ export async function paced(plan: LoadPlan & { overallRate: number }): Promise<L
   const customer = plan.post?.customer ?? 'paced'
   const latencies: number[] = []
   const accepted: string[] = []
-  const counts = { requests: 0, ok: 0, non2xx: 0, errors: 0 }
+  const counts = { requests: 0, ok: 0, non2xx: 0, errors: 0, timeouts: 0 }
   const post = (body: string) =>
     new Promise<void>((resolve) => {
       const madeAt = performance.now()
@@ -74,17 +76,24 @@ export async function paced(plan: LoadPlan & { overallRate: number }): Promise<L
           res.setEncoding('utf8')
           res.on('data', (chunk: string) => (text += chunk))
           res.on('end', () => {
-            if (res.statusCode === 202) {
+            const orderKey = res.statusCode === 202 ? orderKeyIn(text) : undefined
+            if (orderKey) {
               counts.ok += 1
               latencies.push(performance.now() - madeAt)
-              accepted.push((JSON.parse(text) as { orderKey: string }).orderKey)
+              accepted.push(orderKey)
             } else counts.non2xx += 1
             resolve()
           })
         },
       )
+      let timedOut = false
+      req.setTimeout(REQUEST_TIMEOUT_MS, () => {
+        timedOut = true
+        counts.timeouts += 1
+        req.destroy()
+      })
       req.on('error', () => {
-        counts.errors += 1
+        if (!timedOut) counts.errors += 1
         resolve()
       })
       req.end(body)
@@ -108,11 +117,17 @@ export async function paced(plan: LoadPlan & { overallRate: number }): Promise<L
   await Promise.all(inFlight)
   agent.destroy()
   if (plan.keysOut) writeFileSync(plan.keysOut, accepted.join('\n'))
-  return summarize(latencies, {
-    ...counts,
-    timeouts: 0,
-    durationS: (performance.now() - start) / 1000,
-  })
+  return summarize(latencies, { ...counts, durationS: (performance.now() - start) / 1000 })
+}
+
+/** The key of an accepted order, from a 202's body; undefined if the body does not name one. */
+function orderKeyIn(body: string): string | undefined {
+  try {
+    const key = (JSON.parse(body) as { orderKey?: unknown }).orderKey
+    return typeof key === 'string' ? key : undefined
+  } catch {
+    return undefined
+  }
 }
 
 function summarize(
