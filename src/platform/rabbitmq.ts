@@ -501,11 +501,6 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
 }
 
 /**
- * amqplib writes every frame to the socket on its own, a syscall per publish and per ack: the
- * largest self time of the consuming roles (docs/performance.md). Corked until the end of the
- * tick, the frames written in one tick leave in one writev, the same bytes in the same order.
- */
-/**
  * Acknowledges a consumer channel's deliveries in as few frames as the broker allows. Handlers
  * finish out of order, so the acks of one turn of the event loop go out together: one `multiple`
  * ack for the run of settled deliveries from the oldest one still outstanding, and single acks
@@ -570,6 +565,11 @@ class Acknowledgements {
   }
 }
 
+/**
+ * amqplib writes every frame to the socket on its own, a syscall per publish and per ack: the
+ * largest self time of the consuming roles (docs/performance.md). Corked until the end of the
+ * tick, the frames written in one tick leave in one writev, the same bytes in the same order.
+ */
 function coalesceWrites(model: ChannelModel): void {
   const socket: unknown = (model.connection as { stream?: unknown }).stream
   if (!(socket instanceof Socket)) return

@@ -25,9 +25,9 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
     maxRetriesPerRequest: failFast ? 1 : null,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
   })
+  if (tracesAreRecorded()) sendEachCommandFromItsCaller(redis)
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the
   // connection dropping (Redis may be back before a reconnect ever fails, and that is an outage too).
-  if (tracesAreRecorded()) sendEachCommandFromItsCaller(redis)
   let down = false
   redis.on('error', (error: Error) => {
     if (down) return
