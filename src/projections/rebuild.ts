@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto'
-import { isLeft } from 'fp-ts/lib/Either'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
 import type { OrderKey } from '../messages'
 import { MalformedEntry, type EventStore } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { decodeLogEntry, lastLogId, readLog, type LogEvent } from './log-entries'
-import { evolveView, foldView, OrderView, type VersionedView } from './order-view'
-import type { ViewStore } from './view-store'
+import { evolveView, foldView, type VersionedView } from './order-view'
+import { decodeView, type ViewStore } from './view-store'
 
 /** Tuning and reporting shared by `replay` and `replay --verify`. */
 export interface RebuildOptions {
@@ -29,13 +28,6 @@ export interface RebuildResult {
 /** A view as its Redis hash holds it. */
 export function viewHash({ view, version }: VersionedView): Record<string, string> {
   return { version: String(version), ...view }
-}
-
-function fromHash(hash: Record<string, string>): VersionedView | undefined {
-  const view = OrderView.decode(hash)
-  const version = Number(hash.version)
-  if (isLeft(view) || !Number.isSafeInteger(version)) return undefined
-  return { view: view.right, version }
 }
 
 /**
@@ -73,7 +65,7 @@ export async function rebuildViews(
       const reads = redis.pipeline()
       for (const order of missing) reads.hgetall(keyFor(order))
       const loaded = await results<Record<string, string>>(reads)
-      missing.forEach((order, i) => cache.set(order, fromHash(loaded[i] ?? {})))
+      missing.forEach((order, i) => cache.set(order, decodeView(loaded[i] ?? {})))
     }
 
     const dirty = new Set<string>()

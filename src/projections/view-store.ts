@@ -138,7 +138,8 @@ export class ViewStore {
   }
 }
 
-function decodeView(hash: Record<string, string>): VersionedView | undefined {
+/** A view as its Redis hash holds it; undefined when the hash is not a view. */
+export function decodeView(hash: Record<string, string>): VersionedView | undefined {
   const view = OrderView.decode(hash)
   const version = Number(hash.version)
   if (isLeft(view) || !Number.isSafeInteger(version)) return undefined
