@@ -1,10 +1,15 @@
 // Does a role's memory grow under steady load? Runs the three roles for --minutes at a steady
 // --rate of orders (well under saturation, so the backlog stays empty) and samples each role's
-// RSS every --every seconds. Run: npx tsx bench/memory.ts --minutes 5 --rate 400
+// RSS every --every seconds. At the end it prints each role's CPU seconds and the POST latency,
+// so that two heaps can be compared at the same load: --node-options replaces the roles' own
+// (src/platform/heap.ts).
+//   npx tsx bench/memory.ts --minutes 5 --rate 400
+//   npx tsx bench/memory.ts --minutes 1 --rate 200 --node-options '--max-semi-space-size=1'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { paced } from './load-worker'
 import { sampleProcess } from './procstat'
+import { roleNodeOptions } from '../src/platform/heap'
 import {
   createVhost,
   dropNamespace,
@@ -20,6 +25,7 @@ const { values } = parseArgs({
     minutes: { type: 'string', default: '5' },
     rate: { type: 'string', default: '400' },
     every: { type: 'string', default: '30' },
+    'node-options': { type: 'string', default: roleNodeOptions() },
   },
 })
 const minutes = Number(values.minutes)
@@ -31,7 +37,11 @@ async function main(): Promise<void> {
   const vhost = await createVhost('memory')
   const roles: [string, RoleProcess][] = []
   try {
-    const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0', LOG_LEVEL: 'warn' })
+    const env = isolatedEnv(vhost.url, namespace, {
+      BAKE_TIME_SCALE: '0',
+      LOG_LEVEL: 'warn',
+      NODE_OPTIONS: values['node-options'],
+    })
     for (const name of ['reception', 'baker', 'projector'])
       roles.push([name, await startRole(name, { ...env, LOG_LEVEL: 'info' })])
     const url = `http://127.0.0.1:${listeningPort(roles[0]![1])}`
@@ -45,8 +55,10 @@ async function main(): Promise<void> {
       overallRate: rate,
     })
     const samples: Record<string, number[]> = {}
+    const cpuAtStart = roles.map(([, role]) => sampleProcess(role.child.pid!)?.cpuS ?? NaN)
     const started = Date.now()
     console.log(`memory: ${minutes} min at ${rate} orders/s; RSS MB every ${everyS} s`)
+    console.log(`NODE_OPTIONS=${values['node-options']}`)
     console.log(['t (s)', ...roles.map(([name]) => name)].join('\t'))
     while (Date.now() - started < durationS * 1000) {
       await sleep(everyS * 1000)
@@ -59,7 +71,15 @@ async function main(): Promise<void> {
       console.log(row.join('\t'))
     }
     const result = await load
+    const cpuS = Object.fromEntries(
+      roles.map(([name, role], i) => [
+        name,
+        Number(((sampleProcess(role.child.pid!)?.cpuS ?? NaN) - cpuAtStart[i]!).toFixed(2)),
+      ]),
+    )
+    const postMs = { p50: Number(result.p50Ms.toFixed(1)), p99: Number(result.p99Ms.toFixed(1)) }
     console.log(`posted ${result.requests} orders, ${result.non2xx + result.errors} not accepted`)
+    console.log(`POST p50 ${postMs.p50} ms, p99 ${postMs.p99} ms; CPU s: ${JSON.stringify(cpuS)}`)
     // Growth: the mean of the last third of samples against the mean of the second third (the
     // first third is warm-up, while V8 sizes its heap).
     const summary: Record<string, { secondThirdMb: number; lastThirdMb: number }> = {}
@@ -71,7 +91,10 @@ async function main(): Promise<void> {
         lastThirdMb: Number(mean(rss.slice(-third)).toFixed(1)),
       }
     }
-    console.log(JSON.stringify({ bench: 'memory', minutes, rate, summary }))
+    const nodeOptions = values['node-options']
+    console.log(
+      JSON.stringify({ bench: 'memory', minutes, rate, nodeOptions, summary, cpuS, postMs }),
+    )
   } finally {
     await Promise.all(roles.map(([, role]) => role.stop()))
     await dropNamespace(namespace)

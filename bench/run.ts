@@ -29,6 +29,7 @@ import { percentile, type LoadPlan, type LoadResult } from './load-worker'
 import { ProcessWatch, sampleProcess } from './procstat'
 import { formatSummary, summarize, type CpuProfile } from './profile'
 import { createVhost, dropNamespace, freePort } from '../test/support'
+import { roleNodeOptions } from '../src/platform/heap'
 
 const ROOT = join(__dirname, '..')
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -158,9 +159,10 @@ async function startProcess(
   env: Record<string, string>,
   ready: RegExp,
 ): Promise<Proc> {
+  // The baseline too runs with the heap Bakery's roles run with: the same GC for both.
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, NODE_OPTIONS: roleNodeOptions(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))

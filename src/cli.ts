@@ -2,6 +2,7 @@
 // each command's module is imported only once OpenTelemetry is in place.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { ConfigError, loadConfig, type Config } from './platform/config'
+import { roleNodeOptions } from './platform/heap'
 import { createLogger, type Logger } from './platform/logger'
 import { startTelemetry } from './platform/telemetry'
 
@@ -116,6 +117,7 @@ async function dev(_args: readonly string[]): Promise<number> {
     const child = spawn(process.execPath, [...process.execArgv, __filename, role], {
       stdio: 'inherit',
       detached: true,
+      env: { ...process.env, NODE_OPTIONS: roleNodeOptions() },
     })
     children.set(role, child)
     return new Promise<number>((resolve) =>

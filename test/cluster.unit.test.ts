@@ -13,6 +13,7 @@ import type { IPodSpec } from 'kubernetes-models/v1/PodSpec'
 import type { IProbe } from 'kubernetes-models/v1/Probe'
 import { parseAllDocuments } from 'yaml'
 import { variables } from '../src/platform/config'
+import { ROLE_NODE_OPTIONS } from '../src/platform/heap'
 
 /**
  * The cluster can't be started here (no Docker, Kubernetes or Tilt), so this checks offline what
@@ -26,6 +27,8 @@ const ROLES = ['reception', 'baker', 'projector'] as const
 const BAKERY_IMAGE = 'bakery'
 // The official RabbitMQ image writes outside its data directory at startup (see k8s/rabbitmq.yaml).
 const WRITABLE_ROOT_ALLOWED = new Set(['rabbitmq'])
+// A role's RSS beyond its V8 heap (code, buffers, the binary): about 50 MB, measured idle.
+const NON_HEAP_MB = 64
 
 type LabelSelector = NonNullable<NetworkPolicy['spec']>['podSelector']
 
@@ -510,7 +513,8 @@ describe('the Bakery roles in k8s/', () => {
       const env = environment(c, cluster)
       const declared = (c.env ?? []).map((e) => e.name)
       for (const [key, value] of env) {
-        if (key.startsWith('OTEL_')) continue
+        // OpenTelemetry's variables, and Node's own NODE_OPTIONS (checked further down).
+        if (key.startsWith('OTEL_') || key === 'NODE_OPTIONS') continue
         if (key in variables) {
           const decoded = variables[key as keyof typeof variables].codec.decode(value)
           assert.equal(decoded._tag, 'Right', `${name}: ${key}=${value} would not start`)
@@ -601,6 +605,19 @@ describe('the Bakery roles in k8s/', () => {
         grace > pause + drain,
         `${name}: grace ${grace}s <= ${pause}s preStop + ${drain}s drain`,
       )
+    }
+  })
+
+  it('run every role with the heap that bakery dev and the bench use, within its memory limit', () => {
+    for (const name of ROLES) {
+      const { c } = role(cluster, name)
+      const options = environment(c, cluster).get('NODE_OPTIONS') ?? ''
+      assert.equal(options, ROLE_NODE_OPTIONS, `${name}: NODE_OPTIONS`)
+      const mb = (flag: string) => Number(new RegExp(`--${flag}=(\\d+)`).exec(options)?.[1])
+      // V8's young generation is three semi-spaces; the process needs room beyond its heap.
+      const heap = mb('max-old-space-size') + 3 * mb('max-semi-space-size')
+      const limit = quantity(c.resources?.limits?.memory) / 2 ** 20
+      assert.ok(heap + NON_HEAP_MB <= limit, `${name}: a ${heap} MB heap in a ${limit} Mi limit`)
     }
   })
 

@@ -1,0 +1,22 @@
+/**
+ * The V8 heap every role runs with, wherever it runs: `bakery dev`, the bench and the cluster
+ * (k8s/settings.yaml sets the same NODE_OPTIONS; a unit test keeps the two equal).
+ *
+ * Left to itself, Node sizes the heap from the memory it sees, and both answers are poor:
+ * - On a machine with 24 GB, the old generation may reach 4 GB, and V8 then lets it grow to up to
+ *   4 times what survived the last full collection (1.3–2 times when the limit is under 2 GB).
+ *   A role keeps about 20 MB live and sits at 150–170 MB RSS, most of it garbage.
+ * - In a container limited to 512Mi, the old generation gets 256 MB, but each semi-space of the
+ *   young generation only 1 MB, against 16 MB outside. Short-lived objects (a request, a
+ *   delivery awaiting its confirm) then outlive their scavenge and are promoted: more CPU, and a
+ *   slower tail.
+ * So the heap is set: the container's old generation, and the young generation of a big machine.
+ * A role sits at 110–120 MB with no more CPU (docs/performance.md, *Memory*).
+ */
+export const ROLE_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=16'
+
+/** NODE_OPTIONS for a role's process: Bakery's heap, unless `current` sets its own. */
+export function roleNodeOptions(current: string | undefined = process.env.NODE_OPTIONS): string {
+  // The last occurrence of a V8 flag wins, so the caller's own flags stay in force.
+  return current ? `${ROLE_NODE_OPTIONS} ${current}` : ROLE_NODE_OPTIONS
+}
