@@ -37,7 +37,7 @@ export interface ProfileSummary {
 }
 
 /** Where a script belongs: a package under node_modules, node's own, or the project's file. */
-function packageOf(url: string): string {
+export function packageOf(url: string): string {
   if (url === '') return '(native / VM)'
   if (url.startsWith('node:')) return 'node core'
   const match = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
