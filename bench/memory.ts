@@ -4,7 +4,7 @@
 // so that two heaps can be compared at the same load: --node-options replaces the roles' own
 // (src/platform/heap.ts).
 //   npx tsx bench/memory.ts --minutes 5 --rate 400
-//   npx tsx bench/memory.ts --minutes 1 --rate 200 --node-options '--max-semi-space-size=1'
+//   npx tsx bench/memory.ts --minutes 2 --rate 150 '--node-options=--max-semi-space-size=1'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { paced } from './load-worker'

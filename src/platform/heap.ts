@@ -5,15 +5,15 @@
  * Left to itself, Node sizes the heap from the memory it sees, and both answers are poor:
  * - On a machine with 24 GB, the old generation may reach 4 GB, and V8 then lets it grow to up to
  *   4 times what survived the last full collection (1.3–2 times when the limit is under 2 GB).
- *   A role keeps about 20 MB live and sits at 150–170 MB RSS, most of it garbage.
+ *   A role keeps about 20 MB live and sits at 130–170 MB RSS, most of it garbage.
  * - In a container limited to 512Mi, the old generation gets 256 MB, but each semi-space of the
  *   young generation only 1 MB, against 16 MB outside. Short-lived objects (a request, a
  *   delivery awaiting its confirm) then outlive their scavenge and are promoted: more CPU, and a
  *   slower tail.
  * So the heap is set: the container's old generation, and the young generation of a big machine.
  * A role sits at 110–125 MB. On a big machine that costs 6–10 % more CPU than Node's own heap,
- * for the full collections it runs more often; in the container it costs 5 % less than what Node
- * would pick there (docs/performance.md, *Memory*).
+ * for the full collections it runs more often; in the container it saves 5 % of CPU against the
+ * heap Node would pick there (docs/performance.md, *Memory*).
  */
 export const ROLE_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=16'
 
