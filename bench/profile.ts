@@ -46,6 +46,12 @@ export function packageOf(url: string): string {
   return own ? `bakery ${own[2]}` : url
 }
 
+/** A function as a profile names it: its name, and its file (within its package) and line. */
+export function frameName(f: CallFrame): string {
+  const file = f.url.replace(/^.*node_modules\//, '').replace(/^.*\/(dist|src)\//, '$1/')
+  return `${f.functionName || '(anonymous)'} ${file}:${f.lineNumber + 1}`
+}
+
 export function summarize(profile: CpuProfile, top = 25): ProfileSummary {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]))
   const selfUs = new Map<number, number>()
@@ -64,8 +70,7 @@ export function summarize(profile: CpuProfile, top = 25): ProfileSummary {
       idle += us
       continue
     }
-    const file = frame.url.replace(/^.*node_modules\//, '').replace(/^.*\/(dist|src)\//, '$1/')
-    const name = `${frame.functionName || '(anonymous)'} ${file}:${frame.lineNumber + 1}`
+    const name = frameName(frame)
     functions.set(name, (functions.get(name) ?? 0) + us)
     const pkg = frame.functionName.startsWith('(') ? frame.functionName : packageOf(frame.url)
     packages.set(pkg, (packages.get(pkg) ?? 0) + us)
@@ -78,8 +83,6 @@ export function summarize(profile: CpuProfile, top = 25): ProfileSummary {
   // The first caller up the stack that is JavaScript of a package or of Bakery, not node's own.
   const parent = new Map<number, number>()
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
-  const frameName = (f: CallFrame) =>
-    `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^.*\/(dist|src)\//, '$1/')}:${f.lineNumber + 1}`
   const culprit = (id: number): string => {
     for (let p = parent.get(id); p !== undefined; p = parent.get(p)) {
       const f = byId.get(p)?.callFrame

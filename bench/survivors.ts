@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { paced } from './load-worker'
-import { packageOf } from './profile'
+import { frameName, packageOf } from './profile'
 import { roleNodeOptions } from '../src/platform/heap'
 import {
   createVhost,
@@ -72,12 +72,10 @@ function bySite(root: SamplingNode): { sites: Map<string, number>; packages: Map
   const sites = new Map<string, number>()
   const packages = new Map<string, number>()
   const visit = (node: SamplingNode) => {
-    const { functionName, url, lineNumber } = node.callFrame
     if (node.selfSize > 0) {
-      const file = url.replace(/^.*node_modules\//, '').replace(/^.*\/(dist|src)\//, '$1/')
-      const site = `${functionName || '(anonymous)'} ${file}:${lineNumber + 1}`
+      const site = frameName(node.callFrame)
       sites.set(site, (sites.get(site) ?? 0) + node.selfSize)
-      const pkg = packageOf(url)
+      const pkg = packageOf(node.callFrame.url)
       packages.set(pkg, (packages.get(pkg) ?? 0) + node.selfSize)
     }
     node.children.forEach(visit)
