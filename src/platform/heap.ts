@@ -17,8 +17,9 @@
  */
 export const ROLE_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=16'
 
-/** NODE_OPTIONS for a role's process: Bakery's heap, unless `current` sets its own. */
-export function roleNodeOptions(current: string | undefined = process.env.NODE_OPTIONS): string {
-  // The last occurrence of a V8 flag wins, so the caller's own flags stay in force.
-  return current ? `${ROLE_NODE_OPTIONS} ${current}` : ROLE_NODE_OPTIONS
+/** NODE_OPTIONS for a role's process: Bakery's heap, then this process's own NODE_OPTIONS. */
+export function roleNodeOptions(): string {
+  // The last occurrence of a V8 flag wins, so a developer's own flags stay in force.
+  const own = process.env.NODE_OPTIONS
+  return own ? `${ROLE_NODE_OPTIONS} ${own}` : ROLE_NODE_OPTIONS
 }
