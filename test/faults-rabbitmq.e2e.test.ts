@@ -4,6 +4,8 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
+import { RELAY_GROUP } from '../src/platform/outbox-relay'
+import { queues, topology } from '../src/platform/topology'
 import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from './support'
 import {
   countFinished,
@@ -11,6 +13,7 @@ import {
   healthPort,
   isolatedBakery,
   isReady,
+  LIFE,
   orderKeysIn,
   orderProblems,
   placeOrders,
@@ -64,16 +67,53 @@ describe('RabbitMQ going away', () => {
     const readiness = () => Promise.all(ports.map(isReady))
     const allReady = async () => (await readiness()).every((ready) => ready)
     const noneReady = async () => (await readiness()).every((ready) => !ready)
-    return { namespace, roles, base, allReady, noneReady }
+    return { vhost, namespace, roles, base, allReady, noneReady }
+  }
+  type Bakery = Awaited<ReturnType<typeof bakery>>
+
+  /**
+   * Where the orders that have not finished are stuck: how many events each has, what the outbox
+   * still holds, and what the broker's queues hold, for a failure that explains itself.
+   */
+  const whereStuck = async (b: Bakery, accepted: readonly string[]): Promise<string> => {
+    const k = keys(b.namespace)
+    const lengths = await Promise.all(accepted.map((order) => redis.xlen(k.orderStream(order))))
+    const byEvents = new Map<number, number>()
+    for (const n of lengths.filter((n) => n < LIFE.length))
+      byEvents.set(n, (byEvents.get(n) ?? 0) + 1)
+    const queued = await Promise.all(
+      [...Object.values(queues), topology.deadLetterQueue].map(
+        async (q) => `${q} ${JSON.stringify(await b.vhost.queue(q))}`,
+      ),
+    )
+    const warnings = b.roles.flatMap((role) =>
+      role
+        .output()
+        .split('\n')
+        .filter((line) => /"level":(40|50)/.test(line))
+        .slice(-5),
+    )
+    return [
+      `unfinished orders by number of events: ${JSON.stringify(Object.fromEntries(byEvents))}`,
+      `outbox: ${await redis.xlen(k.outbox)} entries, pending ${JSON.stringify(await redis.xpending(k.outbox, RELAY_GROUP))}`,
+      `queues: ${queued.join('; ')}`,
+      'last warnings:',
+      ...warnings,
+    ].join('\n')
   }
 
   /** Every order in the namespace, accepted or not, finished with exactly its three events. */
-  const everyOrderFinishes = async (namespace: string, accepted: readonly string[]) => {
-    await waitFor(
-      'every accepted order to finish',
-      async () => (await countFinished(redis, namespace, accepted)) === accepted.length,
-      { timeoutMs: 45_000, intervalMs: 250 },
-    )
+  const everyOrderFinishes = async (b: Bakery, accepted: readonly string[]) => {
+    const { namespace } = b
+    try {
+      await waitFor(
+        'every accepted order to finish',
+        async () => (await countFinished(redis, namespace, accepted)) === accepted.length,
+        { timeoutMs: 45_000, intervalMs: 250 },
+      )
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\n${await whereStuck(b, accepted)}`)
+    }
     const stored = await orderKeysIn(redis, namespace)
     assert.ok(accepted.every((order) => stored.includes(order)))
     await waitFor('the read model to be the fold of the streams', async () => {
@@ -84,7 +124,8 @@ describe('RabbitMQ going away', () => {
   }
 
   it('restarts under load: every role reconnects by itself and every accepted order finishes', async () => {
-    const { namespace, roles, base, allReady, noneReady } = await bakery('rabbit-restart')
+    const b = await bakery('rabbit-restart')
+    const { namespace, roles, base, allReady, noneReady } = b
     const load = driveOrders(base, 4)
     try {
       await waitFor(
@@ -115,11 +156,12 @@ describe('RabbitMQ going away', () => {
       'no role was restarted',
     )
     for (const role of roles) assert.match(role.output(), /RabbitMQ is back/)
-    await everyOrderFinishes(namespace, load.accepted)
+    await everyOrderFinishes(b, load.accepted)
   })
 
   it('down while orders arrive: they are accepted into the outbox and delivered once it is back', async () => {
-    const { namespace, base, allReady, noneReady } = await bakery('rabbit-down')
+    const b = await bakery('rabbit-down')
+    const { namespace, base, allReady, noneReady } = b
     const k = keys(namespace)
     const accepted = await withBrokerStopped(async () => {
       await waitFor('every role to notice', noneReady, { timeoutMs: 30_000 })
@@ -135,7 +177,7 @@ describe('RabbitMQ going away', () => {
       return orders
     })
     await waitFor('every role to be ready again', allReady, { timeoutMs: 60_000, intervalMs: 250 })
-    await everyOrderFinishes(namespace, accepted)
+    await everyOrderFinishes(b, accepted)
     await waitFor('the outbox to be empty', async () => (await redis.xlen(k.outbox)) === 0)
   })
 })
