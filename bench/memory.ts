@@ -10,15 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { paced } from './load-worker'
 import { sampleProcess } from './procstat'
 import { roleNodeOptions } from '../src/platform/heap'
-import {
-  createVhost,
-  dropNamespace,
-  isolatedEnv,
-  listeningPort,
-  startRole,
-  uniqueNamespace,
-  type RoleProcess,
-} from '../test/support'
+import { withRoles } from './steady'
 
 const { values } = parseArgs({
   options: {
@@ -33,18 +25,7 @@ const rate = Number(values.rate)
 const everyS = Number(values.every)
 
 async function main(): Promise<void> {
-  const namespace = uniqueNamespace('memory')
-  const vhost = await createVhost('memory')
-  const roles: [string, RoleProcess][] = []
-  try {
-    const env = isolatedEnv(vhost.url, namespace, {
-      BAKE_TIME_SCALE: '0',
-      LOG_LEVEL: 'warn',
-      NODE_OPTIONS: values['node-options'],
-    })
-    for (const name of ['reception', 'baker', 'projector'])
-      roles.push([name, await startRole(name, { ...env, LOG_LEVEL: 'info' })])
-    const url = `http://127.0.0.1:${listeningPort(roles[0]![1])}`
+  await withRoles('memory', values['node-options'], async ({ url, processes: roles }) => {
     const durationS = minutes * 60
     // One order every 1/rate seconds: a steady load, not a burst once a second.
     const load = paced({
@@ -95,11 +76,7 @@ async function main(): Promise<void> {
     console.log(
       JSON.stringify({ bench: 'memory', minutes, rate, nodeOptions, summary, cpuS, postMs }),
     )
-  } finally {
-    await Promise.all(roles.map(([, role]) => role.stop()))
-    await dropNamespace(namespace)
-    await vhost.drop()
-  }
+  })
 }
 
 main().catch((error: unknown) => {

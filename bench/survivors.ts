@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { paced } from './load-worker'
 import { frameName, packageOf } from './profile'
+import { ROLES, type Role } from './steady'
 import { roleNodeOptions } from '../src/platform/heap'
 import {
   createVhost,
@@ -34,7 +35,6 @@ const { values } = parseArgs({
     all: { type: 'boolean', default: false },
   },
 })
-const ROLES = ['reception', 'baker', 'projector']
 const WARM_UP_S = 5
 
 interface SamplingNode {
@@ -94,7 +94,7 @@ function table(title: string, bytes: Map<string, number>, total: number, top: nu
 
 async function main(): Promise<void> {
   const role = values.role
-  if (!ROLES.includes(role)) throw new Error(`--role must be one of ${ROLES.join(', ')}`)
+  if (!ROLES.includes(role as Role)) throw new Error(`--role must be one of ${ROLES.join(', ')}`)
   const namespace = uniqueNamespace('survivors')
   const vhost = await createVhost('survivors')
   const [httpPort, inspectorPort] = await Promise.all([freePort(), freePort()])
