@@ -115,12 +115,14 @@ function record(pid: number, out: string): () => Promise<void> {
   )
   let errors = ''
   perf.stderr.on('data', (chunk: Buffer) => (errors += chunk.toString()))
+  // Listened for at once: a perf that fails at start has closed before it is stopped.
+  const closed = new Promise<[number | null, string | null]>((resolve) =>
+    perf.on('close', (...end) => resolve(end)),
+  )
   return async () => {
-    perf.kill('SIGINT')
     // perf writes its file and ends on SIGINT, as on Ctrl-C.
-    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) =>
-      perf.on('close', (...end) => resolve(end)),
-    )
+    perf.kill('SIGINT')
+    const [code, signal] = await closed
     if (code !== 0 && signal !== 'SIGINT')
       throw new Error(`perf record -p ${pid} failed (${code ?? signal}): ${errors.trim()}`)
   }
