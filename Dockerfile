@@ -2,7 +2,7 @@
 
 # Every stage starts from the same pinned Node LTS, so the image Tilt runs in development and the
 # image that ships run the same node.
-FROM node:22.21.1-bookworm-slim AS base
+FROM node:24.22.3-bookworm-slim AS base
 WORKDIR /app
 
 # Dev dependencies too: the compiler is needed to build. No scripts: the package's `prepare`

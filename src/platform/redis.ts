@@ -13,11 +13,20 @@ export interface RedisOptions {
   readonly name: string
 }
 
+/**
+ * ioredis 6 speaks RESP3 unless told otherwise, and RESP3 changes reply shapes Bakery reads: a
+ * stream read (XREAD, XREADGROUP) answers a map, and a script's `false` arrives as a boolean
+ * instead of nil. Bakery's scripts and readers are written for RESP2, and it uses nothing RESP3
+ * adds (push messages, client-side caching).
+ */
+export const RESP_PROTOCOL = 2
+
 /** A Redis connection that reconnects with backoff and says, once per outage, what is wrong. */
 export function connectRedis(url: URL, logger: Logger, { failFast, name }: RedisOptions): Redis {
   const log = logger.child({ component: 'redis', connection: name })
   const redis = new Redis(url.href, {
     connectionName: `bakery-${name}`,
+    protocol: RESP_PROTOCOL,
     // Commands issued in the same tick go out in one write: a syscall per command was the
     // largest self time in every role's profile (docs/performance.md).
     enableAutoPipelining: true,

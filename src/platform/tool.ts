@@ -3,6 +3,7 @@ import { Redis } from 'ioredis'
 import { ConfigError, loadConfig, redact, type Config } from './config'
 import { keys, type Keys } from './keys'
 import { describeError } from './logger'
+import { RESP_PROTOCOL } from './redis'
 
 /**
  * What the stream-debugging tools (`history`, `replay`, `events`) share: where they write, how they
@@ -93,6 +94,7 @@ export async function runTool(
   }
   const redis = new Redis(config.REDIS_URL.href, {
     connectionName: `bakery-${name}`,
+    protocol: RESP_PROTOCOL,
     lazyConnect: true,
     maxRetriesPerRequest: 1,
     // A tool is run by a person who wants an answer: no reconnecting for minutes.
