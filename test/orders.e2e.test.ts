@@ -10,11 +10,10 @@ import {
   createVhost,
   isolatedEnv,
   dropNamespace,
-  listeningPort,
   postOrder,
   REDIS_URL,
   ROOT,
-  startRole,
+  startPipeline,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
@@ -32,12 +31,7 @@ describe('an order, end to end across reception, baker and projector', () => {
   before(async () => {
     vhost = await createVhost('e2e')
     const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0.1' })
-    const [reception] = await Promise.all([
-      startRole('reception', env),
-      startRole('baker', env),
-      startRole('projector', env),
-    ]).then((started) => (roles.push(...started), started))
-    base = `http://127.0.0.1:${listeningPort(reception)}`
+    base = await startPipeline(env, roles)
   })
 
   after(async () => {

@@ -8,9 +8,8 @@ import {
   createVhost,
   dropNamespace,
   freePort,
-  listeningPort,
   REDIS_URL,
-  startRole,
+  startPipeline,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
@@ -60,13 +59,7 @@ describe('the storefront page', () => {
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`,
       OTEL_TRACES_EXPORTER: 'otlp',
     }
-    const started = await Promise.all([
-      startRole('reception', env),
-      startRole('baker', env),
-      startRole('projector', env),
-    ])
-    roles.push(...started)
-    base = `http://127.0.0.1:${listeningPort(started[0])}`
+    base = await startPipeline(env, roles)
     profile = await mkdtemp(join(tmpdir(), 'bakery-chromium-'))
     browser = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,

@@ -3,6 +3,7 @@ import { defineMessage, type MessageOf } from './define'
 import { Name, NonNegativeInt, OrderKey, Timestamp } from './fields'
 
 export * from './define'
+export * from './field-errors'
 export * from './fields'
 
 /** Reception hands an accepted order to the bakery; the baker handles it. */

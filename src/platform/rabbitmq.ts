@@ -19,8 +19,7 @@ import {
 import type { Command, Event, MessageAttributes } from '@node-ts/bus-messages'
 import * as t from 'io-ts'
 import { isLeft } from 'fp-ts/lib/Either'
-import { PathReporter } from 'io-ts/lib/PathReporter'
-import type { AnyMessageDefinition } from '../messages'
+import { describeFieldErrors, type AnyMessageDefinition } from '../messages'
 import { redact } from './config'
 import { describeError, type Logger } from './logger'
 import { metrics } from './metrics'
@@ -220,7 +219,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     const decoded = definition.codec.decode(body)
     if (isLeft(decoded))
       throw new PoisonMessage(
-        `the body is not a valid ${name} v${definition.$version}: ${PathReporter.report(decoded).join('; ')}`,
+        `the body is not a valid ${name} v${definition.$version}: ${describeFieldErrors(decoded.left)}`,
       )
     const headers = raw.properties.headers ?? {}
     return Promise.resolve({

@@ -1,7 +1,8 @@
 import type { Context } from 'koa'
 import * as t from 'io-ts'
 import { isLeft } from 'fp-ts/lib/Either'
-import { problems, type FieldError } from './problem'
+import { fieldErrors } from '../messages'
+import { problems } from './problem'
 
 /** Largest request body the reception reads, in bytes. An order needs a few hundred. */
 export const BODY_LIMIT_BYTES = 16 * 1024
@@ -53,17 +54,4 @@ export function decodeOrThrow<A, O>(codec: t.Type<A, O, unknown>, input: unknown
   const result = codec.decode(input)
   if (isLeft(result)) throw problems.invalidOrder(fieldErrors(result.left))
   return result.right
-}
-
-export function fieldErrors(errors: t.Errors): FieldError[] {
-  const seen = new Map<string, FieldError>()
-  for (const error of errors) {
-    const keys = error.context.map((entry) => entry.key).filter((key) => key !== '')
-    const path = '/' + keys.map((key) => key.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')
-    const expected = error.context[error.context.length - 1]?.type.name ?? 'a valid value'
-    const message =
-      error.value === undefined ? 'is required' : (error.message ?? `must be ${expected}`)
-    if (!seen.has(path)) seen.set(path, { path, message })
-  }
-  return [...seen.values()]
 }

@@ -1,4 +1,5 @@
 import type { Context, Next } from 'koa'
+import type { FieldError } from '../messages'
 import type { Logger } from '../platform/logger'
 
 /** A client-facing error, rendered as RFC 9457 `application/problem+json`. */
@@ -16,12 +17,6 @@ export class Problem extends Error {
   get type(): string {
     return `/problems/${this.title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`
   }
-}
-
-export interface FieldError {
-  /** Where in the body, as a JSON Pointer (RFC 6901), e.g. `/customer`. */
-  readonly path: string
-  readonly message: string
 }
 
 export const problems = {

@@ -150,6 +150,24 @@ export async function startRole(
   return role_
 }
 
+/**
+ * The three roles as real processes with one environment; `roles` receives them as soon as they
+ * are up, so that a test's `after` stops them even if one failed to start. Resolves with the
+ * reception's base URL.
+ */
+export async function startPipeline(
+  env: Record<string, string>,
+  roles: RoleProcess[],
+): Promise<string> {
+  const started = await Promise.allSettled(
+    ['reception', 'baker', 'projector'].map((role) => startRole(role, env)),
+  )
+  for (const result of started) if (result.status === 'fulfilled') roles.push(result.value)
+  const failed = started.find((result) => result.status === 'rejected')
+  if (failed) throw failed.reason
+  return `http://127.0.0.1:${listeningPort(roles[0]!)}`
+}
+
 /** The port a reception logged it listens on. */
 export function listeningPort(role: RoleProcess): number {
   const match = /"port":(\d+)/.exec(
