@@ -13,6 +13,8 @@ import {
   formatTable,
   parseToolArgs,
   positiveInt,
+  printable,
+  printableJson,
   processIo,
   UsageError,
   wantsHelp,
@@ -24,13 +26,16 @@ import {
  * the queue it failed on once the cause is fixed.
  */
 
+/** Dead letters a requeue holds unacknowledged at once. */
+export const REQUEUE_BATCH = 100
+
 const USAGE = `Usage: bakery dead-letters list [--json] [--limit N]
        bakery dead-letters requeue (--id <messageId> ... | --all)
 
   list      the dead letters, oldest first: message id, message name, the queue it failed on,
             how long ago, attempts, and the reason (--json: one JSON array); they stay where they are
   requeue   sends the chosen dead letters back to the queue they failed on, with their attempt
-            count reset; the rest stay
+            count reset, ${REQUEUE_BATCH} at a time; the rest stay (moved behind any newer ones)
   --limit   list at most N (default 1000)
 
 Reads AMQP_URL like the roles. Exit codes: 0 done, 1 RabbitMQ unreachable or an --id not found,
@@ -75,88 +80,113 @@ function nameOf(message: GetMessage): string | undefined {
 }
 
 /**
- * Takes up to `limit` messages off the dead-letter queue without acknowledging them, passes them
- * to `each`, and closes the channel: whatever `each` did not acknowledge goes back, in order.
+ * Lists up to `limit` dead letters: takes them off the queue unacknowledged and closes the
+ * channel, so they all go back, in order.
  */
-async function withDeadLetters<T>(
+export async function listDeadLetters(
   connection: ChannelModel,
-  limit: number,
-  each: (channel: ConfirmChannel, messages: GetMessage[]) => Promise<T>,
-): Promise<T> {
-  const channel = await connection.createConfirmChannel()
+  limit = 1000,
+): Promise<DeadLetter[]> {
+  const channel = await connection.createChannel()
   try {
     // Declared as every role declares it, so that listing an empty Bakery is not an error.
     const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
-    const messages: GetMessage[] = []
-    while (messages.length < Math.min(limit, messageCount)) {
+    const letters: DeadLetter[] = []
+    while (letters.length < Math.min(limit, messageCount)) {
       const message = await channel.get(topology.deadLetterQueue, { noAck: false })
       if (!message) break
-      messages.push(message)
+      letters.push(describeDeadLetter(message))
     }
-    return await each(channel, messages)
+    return letters
   } finally {
     await channel.close().catch(() => undefined)
   }
 }
 
-export async function listDeadLetters(
-  connection: ChannelModel,
-  limit = 1000,
-): Promise<DeadLetter[]> {
-  return withDeadLetters(connection, limit, (_channel, messages) =>
-    Promise.resolve(messages.map(describeDeadLetter)),
-  )
-}
-
 export interface RequeueResult {
-  readonly requeued: DeadLetter[]
-  /** Chosen dead letters that name no Bakery queue to go back to: left where they are. */
-  readonly stranded: DeadLetter[]
+  readonly requeued: number
+  /** Chosen dead letters that name no Bakery queue to go back to: left in the dead-letter queue. */
+  readonly stranded: number
   /** Ids asked for that are not in the dead-letter queue. */
   readonly notFound: string[]
 }
 
+export interface RequeueReport {
+  readonly onRequeued?: (letter: DeadLetter) => void
+  readonly onStranded?: (letter: DeadLetter) => void
+}
+
 /**
  * Sends dead letters back to the queue they failed on: all of them, or those with the given
- * message ids. Each is acknowledged only after the broker confirmed its copy, so a crash in
- * between leaves it in both queues (handled twice, which the handlers tolerate), never in none.
+ * message ids. It walks the queue as it was when it started, REQUEUE_BATCH letters at a time, so
+ * memory and the broker's unacknowledged count stay bounded however long the queue is. A chosen
+ * letter is republished to its queue; any other goes to the back of the dead-letter queue, as it
+ * was. Each is acknowledged only after the broker confirmed its copy, so a crash in between
+ * leaves it in two places (handled twice, which the handlers tolerate), never in none.
  */
 export async function requeueDeadLetters(
   connection: ChannelModel,
   choose: { readonly all: true } | { readonly ids: readonly string[] },
+  report: RequeueReport = {},
 ): Promise<RequeueResult> {
   const wanted = 'ids' in choose ? new Set(choose.ids) : undefined
   const known = new Set(topology.queues.map((queue) => queue.name))
-  return withDeadLetters(connection, Number.MAX_SAFE_INTEGER, async (channel, messages) => {
-    const requeued: DeadLetter[] = []
-    const stranded: DeadLetter[] = []
-    const found = new Set<string>()
-    for (const message of messages) {
-      const letter = describeDeadLetter(message)
-      if (wanted && !(letter.messageId !== undefined && wanted.has(letter.messageId))) continue
-      if (letter.messageId !== undefined) found.add(letter.messageId)
-      if (!letter.queue || !known.has(letter.queue)) {
-        stranded.push(letter)
-        continue
-      }
-      await publishConfirmed(channel, letter.queue, message)
-      channel.ack(message)
-      requeued.push(letter)
+  const found = new Set<string>()
+  let requeued = 0
+  let stranded = 0
+  const settle = async (channel: ConfirmChannel, message: GetMessage) => {
+    const letter = describeDeadLetter(message)
+    const chosen = !wanted || (letter.messageId !== undefined && wanted.has(letter.messageId))
+    if (chosen && letter.messageId !== undefined) found.add(letter.messageId)
+    const queue = chosen && letter.queue && known.has(letter.queue) ? letter.queue : undefined
+    if (queue) await publishConfirmed(channel, queue, message, withoutFailure)
+    else await publishConfirmed(channel, topology.deadLetterQueue, message, (headers) => headers)
+    channel.ack(message)
+    if (queue) {
+      requeued += 1
+      report.onRequeued?.(letter)
+    } else if (chosen) {
+      stranded += 1
+      report.onStranded?.(letter)
     }
-    const notFound = wanted ? [...wanted].filter((id) => !found.has(id)) : []
-    return { requeued, stranded, notFound }
-  })
+  }
+  const channel = await connection.createConfirmChannel()
+  try {
+    const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
+    let left = messageCount
+    while (left > 0 && !(wanted && found.size === wanted.size)) {
+      const batch: GetMessage[] = []
+      while (batch.length < Math.min(REQUEUE_BATCH, left)) {
+        const message = await channel.get(topology.deadLetterQueue, { noAck: false })
+        if (!message) break
+        batch.push(message)
+      }
+      if (batch.length === 0) break
+      left -= batch.length
+      await Promise.all(batch.map((message) => settle(channel, message)))
+    }
+  } finally {
+    await channel.close().catch(() => undefined)
+  }
+  const notFound = wanted ? [...wanted].filter((id) => !found.has(id)) : []
+  return { requeued, stranded, notFound }
 }
 
-/** The message as it was first sent: its failure headers dropped, so it starts at attempt 1. */
+/** Its failure headers dropped, a requeued message starts again at attempt 1. */
+function withoutFailure(headers: Record<string, unknown>): Record<string, unknown> {
+  const kept = { ...headers }
+  for (const name of Object.values(Headers)) delete kept[name]
+  return kept
+}
+
+/** A copy of the message, its headers passed through `headers`, confirmed by the broker. */
 function publishConfirmed(
   channel: ConfirmChannel,
   queue: string,
   message: GetMessage,
+  headers: (headers: Record<string, unknown>) => Record<string, unknown>,
 ): Promise<void> {
   const p = message.properties
-  const headers: Record<string, unknown> = { ...(p.headers ?? {}) }
-  for (const name of Object.values(Headers)) delete headers[name]
   const options: Options.Publish = {
     messageId: p.messageId as string | undefined,
     correlationId: p.correlationId as string | undefined,
@@ -164,7 +194,7 @@ function publishConfirmed(
     timestamp: p.timestamp as number | undefined,
     appId: p.appId as string | undefined,
     contentType: p.contentType as string | undefined,
-    headers,
+    headers: headers({ ...(p.headers ?? {}) }),
     persistent: true,
   }
   return new Promise((resolve, reject) => {
@@ -238,18 +268,20 @@ async function command(
     const letters = await listDeadLetters(connection, positiveInt('limit', values.limit, 1000))
     const now = Date.now()
     if (values.json) {
-      io.stdout.write(`${JSON.stringify(letters)}\n`)
+      io.stdout.write(`${printableJson(letters)}\n`)
     } else if (letters.length === 0) {
       io.stdout.write('No dead letters.\n')
     } else {
-      const rows = letters.map((l) => [
-        l.messageId ?? '-',
-        l.name ?? '?',
-        l.queue ?? '?',
-        ageOf(l, now),
-        String(l.attempts ?? '?'),
-        l.reason ?? '?',
-      ])
+      const rows = letters.map((l) =>
+        [
+          l.messageId ?? '-',
+          l.name ?? '?',
+          l.queue ?? '?',
+          ageOf(l, now),
+          String(l.attempts ?? '?'),
+          l.reason ?? '?',
+        ].map(printable),
+      )
       io.stdout.write(formatTable(['ID', 'MESSAGE', 'QUEUE', 'AGE', 'ATTEMPTS', 'REASON'], rows))
     }
     return 0
@@ -259,15 +291,15 @@ async function command(
     const ids = values.id ?? []
     if (Boolean(values.all) === ids.length > 0)
       throw new UsageError('requeue needs --id ... or --all')
-    const result = await requeueDeadLetters(connection, values.all ? { all: true } : { ids })
-    for (const letter of result.requeued)
-      io.stdout.write(`requeued ${letter.messageId ?? '(no id)'} to ${letter.queue}\n`)
-    for (const letter of result.stranded)
-      io.stderr.write(
-        `left ${letter.messageId ?? '(no id)'}: it names no Bakery queue to go back to\n`,
-      )
-    for (const id of result.notFound) io.stderr.write(`no dead letter with id ${id}\n`)
-    io.stdout.write(`${result.requeued.length} requeued\n`)
+    const idOf = (letter: DeadLetter) => printable(letter.messageId ?? '(no id)')
+    const result = await requeueDeadLetters(connection, values.all ? { all: true } : { ids }, {
+      onRequeued: (letter) =>
+        io.stdout.write(`requeued ${idOf(letter)} to ${printable(letter.queue ?? '')}\n`),
+      onStranded: (letter) =>
+        io.stderr.write(`left ${idOf(letter)}: it names no Bakery queue to go back to\n`),
+    })
+    for (const id of result.notFound) io.stderr.write(`no dead letter with id ${printable(id)}\n`)
+    io.stdout.write(`${result.requeued} requeued\n`)
     return result.notFound.length > 0 ? 1 : 0
   }
   throw new UsageError(
