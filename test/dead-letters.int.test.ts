@@ -11,7 +11,7 @@ import { handlerFor, startService, type Service } from '../src/platform/service'
 import { queues, topology } from '../src/platform/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
-import { captureIo } from './support/replay'
+import { toolRunner } from './support/replay'
 
 describe('bakery dead-letters', () => {
   let vhost: Awaited<ReturnType<typeof createVhost>>
@@ -22,11 +22,7 @@ describe('bakery dead-letters', () => {
   let broken = true
   let env: NodeJS.ProcessEnv
 
-  const tool = async (...argv: string[]) => {
-    const io = captureIo(namespace, { env })
-    const code = await runDeadLetters(argv, io)
-    return { code, out: io.out(), err: io.err() }
-  }
+  const tool = toolRunner(runDeadLetters, namespace, () => env)
   const list = async () => {
     const { code, out } = await tool('list', '--json')
     assert.equal(code, 0)
@@ -142,11 +138,7 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
   let env: NodeJS.ProcessEnv
   const namespace = uniqueNamespace('dead-letters-bulk')
 
-  const tool = async (...argv: string[]) => {
-    const io = captureIo(namespace, { env })
-    const code = await runDeadLetters(argv, io)
-    return { code, out: io.out(), err: io.err() }
-  }
+  const tool = toolRunner(runDeadLetters, namespace, () => env)
 
   /** Publishes dead letters straight to the dead-letter queue, as the transport would. */
   const deadLetter = async (count: number, headers: Record<string, unknown> = {}, id?: string) => {

@@ -4,8 +4,11 @@ import amqp, {
   type GetMessage,
   type Options,
 } from 'amqplib'
-import { loadConfig, ConfigError, redact } from './config'
+import type { Redis } from 'ioredis'
+import { redact } from './config'
+import type { Keys } from './keys'
 import { describeError } from './logger'
+import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
 import { Headers } from './rabbitmq'
 import { topology } from './topology'
 import {
@@ -16,14 +19,15 @@ import {
   printable,
   printableJson,
   processIo,
+  runTool,
   UsageError,
-  wantsHelp,
   type ToolIo,
 } from './tool'
 
 /**
- * `bakery dead-letters`: what is in the dead-letter queue and why, and a way to send it back to
- * the queue it failed on once the cause is fixed.
+ * `bakery dead-letters`: what is in the dead-letter queue and the parked outbox entries, and why,
+ * and a way to send them back (to the queue they failed on, or into the outbox) once the cause is
+ * fixed.
  */
 
 /** Dead letters a requeue holds unacknowledged at once. */
@@ -33,13 +37,16 @@ const USAGE = `Usage: bakery dead-letters list [--json] [--limit N]
        bakery dead-letters requeue (--id <messageId> ... | --all)
 
   list      the dead letters, oldest first: message id, message name, the queue it failed on,
-            how long ago, attempts, and the reason (--json: one JSON array); they stay where they are
+            how long ago, attempts, and the reason (--json: one JSON array); they stay where they are.
+            Then the outbox entries a relay could not decode (queue "outbox"), by their stream id.
   requeue   sends the chosen dead letters back to the queue they failed on, with their attempt
-            count reset, ${REQUEUE_BATCH} at a time; the rest stay (moved behind any newer ones)
+            count reset, ${REQUEUE_BATCH} at a time; the rest stay (moved behind any newer ones).
+            A parked outbox entry goes back into the outbox, as it was written.
   --limit   list at most N (default 1000)
 
-Reads AMQP_URL like the roles. Exit codes: 0 done, 1 RabbitMQ unreachable or an --id not found,
-2 bad arguments, 78 bad configuration.`
+Reads AMQP_URL, REDIS_URL and BAKERY_NAMESPACE like the roles. Exit codes: 0 done, 1 RabbitMQ or
+Redis unreachable or an --id not found, 2 bad arguments, 78 bad configuration.
+`
 
 export interface DeadLetter {
   /** The message id (`messageId` property); absent on messages published without one. */
@@ -210,50 +217,49 @@ const ageOf = (letter: DeadLetter, now: number): string => {
   return Number.isNaN(at) ? '?' : formatDuration(now - at)
 }
 
+/** Parked outbox entries appear among the dead letters with this as their queue. */
+const OUTBOX = 'outbox'
+
+function parkedLetter(entry: ParkedEntry): DeadLetter {
+  return {
+    messageId: entry.id,
+    name: entry.name,
+    queue: OUTBOX,
+    reason: `parked by the outbox relay: ${entry.reason ?? '?'}`,
+    failedAt: entry.parkedAt,
+    attempts: undefined,
+  }
+}
+
 export async function runDeadLetters(
   argv: readonly string[],
   io: ToolIo = processIo(),
 ): Promise<number> {
-  if (wantsHelp(argv)) {
-    io.stdout.write(`${USAGE}\n`)
-    return 0
-  }
-  let config
-  try {
-    config = loadConfig(io.env)
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error
-    io.stderr.write(`bakery dead-letters: ${error.message}\n`)
-    return 78
-  }
-  let connection: ChannelModel
-  try {
-    connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
-  } catch (error) {
-    io.stderr.write(
-      `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
-    )
-    return 1
-  }
-  connection.on('error', () => undefined)
-  try {
-    return await command(argv, io, connection)
-  } catch (error) {
-    if (error instanceof UsageError) {
-      io.stderr.write(`bakery dead-letters: ${error.message}\n\n${USAGE}\n`)
-      return 2
+  return runTool('dead-letters', USAGE, argv, io, async ({ config, redis, keys }) => {
+    let connection: ChannelModel
+    try {
+      connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
+    } catch (error) {
+      io.stderr.write(
+        `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
+      )
+      return 1
     }
-    io.stderr.write(`bakery dead-letters: ${describeError(error)}\n`)
-    return 1
-  } finally {
-    await connection.close().catch(() => undefined)
-  }
+    connection.on('error', () => undefined)
+    try {
+      return await command(argv, io, connection, redis, keys)
+    } finally {
+      await connection.close().catch(() => undefined)
+    }
+  })
 }
 
 async function command(
   argv: readonly string[],
   io: ToolIo,
   connection: ChannelModel,
+  redis: Redis,
+  keys: Keys,
 ): Promise<number> {
   const { values, positionals } = parseToolArgs(argv, {
     json: { type: 'boolean' },
@@ -265,7 +271,10 @@ async function command(
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`)
   if (subcommand === 'list') {
     if (values.id || values.all) throw new UsageError('--id and --all belong to requeue')
-    const letters = await listDeadLetters(connection, positiveInt('limit', values.limit, 1000))
+    const limit = positiveInt('limit', values.limit, 1000)
+    const queued = await listDeadLetters(connection, limit)
+    const parked = await listParked(redis, keys, limit - queued.length)
+    const letters = [...queued, ...parked.map(parkedLetter)]
     const now = Date.now()
     if (values.json) {
       io.stdout.write(`${printableJson(letters)}\n`)
@@ -291,16 +300,21 @@ async function command(
     const ids = values.id ?? []
     if (Boolean(values.all) === ids.length > 0)
       throw new UsageError('requeue needs --id ... or --all')
+    const choose = values.all ? ({ all: true } as const) : { ids }
     const idOf = (letter: DeadLetter) => printable(letter.messageId ?? '(no id)')
-    const result = await requeueDeadLetters(connection, values.all ? { all: true } : { ids }, {
+    const result = await requeueDeadLetters(connection, choose, {
       onRequeued: (letter) =>
         io.stdout.write(`requeued ${idOf(letter)} to ${printable(letter.queue ?? '')}\n`),
       onStranded: (letter) =>
         io.stderr.write(`left ${idOf(letter)}: it names no Bakery queue to go back to\n`),
     })
-    for (const id of result.notFound) io.stderr.write(`no dead letter with id ${printable(id)}\n`)
-    io.stdout.write(`${result.requeued} requeued\n`)
-    return result.notFound.length > 0 ? 1 : 0
+    const parked = await requeueParked(redis, keys, choose, (entry) =>
+      io.stdout.write(`requeued ${printable(entry.id)} to the outbox\n`),
+    )
+    const notFound = result.notFound.filter((id) => !parked.found.has(id))
+    for (const id of notFound) io.stderr.write(`no dead letter with id ${printable(id)}\n`)
+    io.stdout.write(`${result.requeued + parked.requeued} requeued\n`)
+    return notFound.length > 0 ? 1 : 0
   }
   throw new UsageError(
     subcommand === undefined ? 'say list or requeue' : `unknown subcommand ${subcommand}`,

@@ -20,6 +20,8 @@ export interface Keys {
   readonly scratch: (label: string) => string
   readonly events: string
   readonly outbox: string
+  /** Outbox entries a relay could not decode (e.g. from a newer Bakery), kept for a person. */
+  readonly parked: string
   /** What an `Idempotency-Key` (by its SHA-256) of POST /orders was used for, until it expires. */
   readonly idempotency: (keyDigest: string) => string
 }
@@ -36,6 +38,7 @@ export function keys(namespace: string): Keys {
     scratch: (label) => `${tag}:scratch:${label}:`,
     events: `${tag}:events`,
     outbox: `${tag}:outbox`,
+    parked: `${tag}:outbox-parked`,
     idempotency: (keyDigest) => `${tag}:idempotency:${keyDigest}`,
   }
 }

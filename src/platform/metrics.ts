@@ -57,6 +57,11 @@ const relayLag = new Histogram({
   buckets: LATENCY_BUCKETS,
   registers: [registry],
 })
+const outboxParked = new Counter({
+  name: 'bakery_outbox_parked_total',
+  help: 'Outbox entries a relay could not decode, parked instead of published (bakery dead-letters).',
+  registers: [registry],
+})
 const projectorLag = new Histogram({
   name: 'bakery_projector_lag_seconds',
   help: 'Time from an event being recorded to the read model showing it.',
@@ -100,6 +105,7 @@ export const metrics = {
     const written = Number(outboxEntryId.split('-')[0])
     if (Number.isFinite(written)) relayLag.observe(seconds(now - written))
   },
+  outboxParked: (): void => outboxParked.inc(),
   /** The read model now shows an event recorded at `recordedAt`. */
   projected: (recordedAt: string, now = Date.now()): void => {
     const recorded = Date.parse(recordedAt)

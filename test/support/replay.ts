@@ -87,3 +87,16 @@ export function captureIo(
     err: () => err,
   }
 }
+
+/** A tool bound to a namespace and environment: each call runs it with captured output. */
+export const toolRunner =
+  (
+    run: (argv: readonly string[], io: ToolIo) => Promise<number>,
+    namespace: string,
+    env: () => NodeJS.ProcessEnv,
+  ) =>
+  async (...argv: string[]) => {
+    const io = captureIo(namespace, { env: env() })
+    const code = await run(argv, io)
+    return { code, out: io.out(), err: io.err() }
+  }
