@@ -16,6 +16,8 @@ export interface Keys {
   readonly viewGeneration: string
   /** Held by the one `bakery replay` that may build the next generation. */
   readonly replayLock: string
+  /** The counter the replay lock's fencing tokens are drawn from. */
+  readonly replayFence: string
   /** Prefix of throw-away keys a tool builds aside, e.g. the read model `replay --verify` rebuilds. */
   readonly scratch: (label: string) => string
   readonly events: string
@@ -35,6 +37,7 @@ export function keys(namespace: string): Keys {
     viewPrefix: `${tag}:view:`,
     viewGeneration: `${tag}:view-generation`,
     replayLock: `${tag}:replay-lock`,
+    replayFence: `${tag}:replay-fence`,
     scratch: (label) => `${tag}:scratch:${label}:`,
     events: `${tag}:events`,
     outbox: `${tag}:outbox`,
