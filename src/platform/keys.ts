@@ -24,6 +24,12 @@ export interface Keys {
   readonly outbox: string
   /** Outbox entries a relay could not decode (e.g. from a newer Bakery), kept for a person. */
   readonly parked: string
+  /** Unfinished orders by the time of their last (re)send, kept by the bakers' sweeper. */
+  readonly unfinished: string
+  /** How far into the global log the sweeper has indexed `unfinished`. */
+  readonly sweepCursor: string
+  /** Held by the baker that sweeps in the current period. */
+  readonly sweepLease: string
   /** What an `Idempotency-Key` (by its SHA-256) of POST /orders was used for, until it expires. */
   readonly idempotency: (keyDigest: string) => string
 }
@@ -42,6 +48,9 @@ export function keys(namespace: string): Keys {
     events: `${tag}:events`,
     outbox: `${tag}:outbox`,
     parked: `${tag}:outbox-parked`,
+    unfinished: `${tag}:unfinished`,
+    sweepCursor: `${tag}:sweep-cursor`,
+    sweepLease: `${tag}:sweep-lease`,
     idempotency: (keyDigest) => `${tag}:idempotency:${keyDigest}`,
   }
 }

@@ -20,6 +20,11 @@ const ordersFinished = new Counter({
   help: 'Orders a baker took out of the oven.',
   registers: [registry],
 })
+const ordersResent = new Counter({
+  name: 'bakery_orders_resent_total',
+  help: 'Unfinished orders older than STUCK_ORDER_AFTER_MS whose PlaceOrder a sweeper sent again.',
+  registers: [registry],
+})
 const bakeDuration = new Histogram({
   name: 'bakery_bake_duration_seconds',
   help: 'Time in the oven, including a second bake after a mistake.',
@@ -94,6 +99,7 @@ export const metrics = {
     const ordered = Date.parse(orderTime)
     if (Number.isFinite(ordered)) orderToFinished.observe(seconds(now - ordered))
   },
+  orderResent: (): void => ordersResent.inc(),
   messageHandled: (messageType: unknown): void =>
     messagesHandled.inc({ message_type: typeOf(messageType) }),
   messageFailed: (messageType: unknown): void =>
