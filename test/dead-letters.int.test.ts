@@ -238,4 +238,16 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
     assert.ok(!(requeue.out + requeue.err).includes('\u001b'))
     assert.match(requeue.err, /left id\\x1b\[1m: it names no Bakery queue/)
   })
+
+  it('leaves the dead letters where they are when their queue is gone', async () => {
+    const channel = await connection.createChannel()
+    await channel.purgeQueue(topology.deadLetterQueue)
+    await channel.deleteQueue(queues.projector)
+    await channel.close()
+    await deadLetter(5)
+    const { code, err } = await tool('requeue', '--all')
+    assert.equal(code, 1)
+    assert.match(err, /could not route .* bakery\.projector/)
+    assert.equal(await ready(topology.deadLetterQueue), 5, 'none was lost')
+  })
 })

@@ -2,14 +2,16 @@ import amqp, {
   type ChannelModel,
   type ConfirmChannel,
   type GetMessage,
+  type Message,
   type Options,
 } from 'amqplib'
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { redact } from './config'
 import type { Keys } from './keys'
 import { describeError } from './logger'
 import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
-import { Headers } from './rabbitmq'
+import { Headers, Unroutable } from './rabbitmq'
 import { topology } from './topology'
 import {
   formatDuration,
@@ -141,13 +143,15 @@ export async function requeueDeadLetters(
   const found = new Set<string>()
   let requeued = 0
   let stranded = 0
-  const settle = async (channel: ConfirmChannel, message: GetMessage) => {
+  const channel = await connection.createConfirmChannel()
+  const publish = confirmedPublisher(channel)
+  const settle = async (message: GetMessage) => {
     const letter = describeDeadLetter(message)
     const chosen = !wanted || (letter.messageId !== undefined && wanted.has(letter.messageId))
     if (chosen && letter.messageId !== undefined) found.add(letter.messageId)
     const queue = chosen && letter.queue && known.has(letter.queue) ? letter.queue : undefined
-    if (queue) await publishConfirmed(channel, queue, message, withoutFailure)
-    else await publishConfirmed(channel, topology.deadLetterQueue, message, (headers) => headers)
+    if (queue) await publish(queue, message, withoutFailure)
+    else await publish(topology.deadLetterQueue, message, (headers) => headers)
     channel.ack(message)
     if (queue) {
       requeued += 1
@@ -157,7 +161,6 @@ export async function requeueDeadLetters(
       report.onStranded?.(letter)
     }
   }
-  const channel = await connection.createConfirmChannel()
   try {
     const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
     let left = messageCount
@@ -170,7 +173,10 @@ export async function requeueDeadLetters(
       }
       if (batch.length === 0) break
       left -= batch.length
-      await Promise.all(batch.map((message) => settle(channel, message)))
+      // Every confirmed copy is acknowledged before a failed one ends the walk.
+      const settled = await Promise.allSettled(batch.map(settle))
+      const failed = settled.find((result) => result.status === 'rejected')
+      if (failed) throw failed.reason
     }
   } finally {
     await channel.close().catch(() => undefined)
@@ -186,29 +192,45 @@ function withoutFailure(headers: Record<string, unknown>): Record<string, unknow
   return kept
 }
 
-/** A copy of the message, its headers passed through `headers`, confirmed by the broker. */
-function publishConfirmed(
-  channel: ConfirmChannel,
-  queue: string,
-  message: GetMessage,
-  headers: (headers: Record<string, unknown>) => Record<string, unknown>,
-): Promise<void> {
-  const p = message.properties
-  const options: Options.Publish = {
-    messageId: p.messageId as string | undefined,
-    correlationId: p.correlationId as string | undefined,
-    type: p.type as string | undefined,
-    timestamp: p.timestamp as number | undefined,
-    appId: p.appId as string | undefined,
-    contentType: p.contentType as string | undefined,
-    headers: headers({ ...(p.headers ?? {}) }),
-    persistent: true,
-  }
-  return new Promise((resolve, reject) => {
-    channel.publish('', queue, message.content, options, (error) =>
-      error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(),
-    )
+/**
+ * Publishes copies of dead letters on `channel`, each resolving once the broker confirmed it into
+ * its queue. Mandatory: a copy whose queue is gone comes back and fails (Unroutable), so its dead
+ * letter is not acknowledged, rather than being confirmed and dropped.
+ */
+function confirmedPublisher(channel: ConfirmChannel) {
+  const returned = new Set<string>()
+  channel.on('return', (message: Message) => {
+    const { messageId } = message.properties as { messageId?: unknown }
+    if (typeof messageId === 'string') returned.add(messageId)
   })
+  /** A copy of the message, its headers passed through `headers`. */
+  return (
+    queue: string,
+    message: GetMessage,
+    headers: (headers: Record<string, unknown>) => Record<string, unknown>,
+  ): Promise<void> => {
+    const p = message.properties
+    // A copy that comes back is known by its id: one without gets one.
+    const messageId = typeof p.messageId === 'string' ? p.messageId : randomUUID()
+    const options: Options.Publish = {
+      messageId,
+      correlationId: p.correlationId as string | undefined,
+      type: p.type as string | undefined,
+      timestamp: p.timestamp as number | undefined,
+      appId: p.appId as string | undefined,
+      contentType: p.contentType as string | undefined,
+      headers: headers({ ...(p.headers ?? {}) }),
+      persistent: true,
+      mandatory: true,
+    }
+    return new Promise((resolve, reject) => {
+      channel.publish('', queue, message.content, options, (error) => {
+        if (error) reject(error instanceof Error ? error : new Error(String(error)))
+        else if (returned.delete(messageId)) reject(new Unroutable('', queue))
+        else resolve()
+      })
+    })
+  }
 }
 
 /** The age of a dead letter for a person, from its failed-at header. */
