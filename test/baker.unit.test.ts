@@ -4,6 +4,7 @@ import {
   BakingStarted,
   OrderBaked,
   OrderPlaced,
+  PlaceOrder,
   type OrderEvent,
   type OrderKey,
   type Timestamp,
@@ -17,6 +18,7 @@ import {
   type OrderState,
 } from '../src/baker/order'
 import { fnv1a32, planBake } from '../src/baker/bake-time'
+import { commandToResend } from '../src/baker/sweeper'
 
 const orderKey = '0123456789abcdef0123456789abcdef' as OrderKey
 const at = new Date('2026-11-27T10:00:00.000Z')
@@ -107,5 +109,21 @@ describe('the bake-time model of the original', () => {
   it('makes a mistake one time in ten', () => {
     assert.equal(planBake('x', 0.0999, 1).mistake, true)
     assert.equal(planBake('x', 0.1, 1).mistake, false)
+  })
+})
+
+describe('the sweeper sends again', () => {
+  const command = PlaceOrder.create({
+    orderKey,
+    customer: 'homer',
+    pastry: 'la bombe',
+    orderTime: placed.orderTime,
+  })
+  it("a pending order's PlaceOrder", () => assert.deepEqual(commandToResend([placed]), command))
+  it('the PlaceOrder of an order left in the oven, so that it is finished', () =>
+    assert.deepEqual(commandToResend([placed, started]), command))
+  it('nothing for a finished order, nor for an order that does not exist', () => {
+    assert.equal(commandToResend([placed, started, baked]), undefined)
+    assert.equal(commandToResend([]), undefined)
   })
 })

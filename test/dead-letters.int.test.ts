@@ -1,14 +1,17 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import amqp, { type Channel, type ChannelModel } from 'amqplib'
 import pino from 'pino'
 import { OrderPlaced, timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
-import { runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
+import { REQUEUE_BATCH, runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
+import { Headers } from '../src/platform/rabbitmq'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { queues } from '../src/platform/topology'
+import { queues, topology } from '../src/platform/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
-import { captureIo } from './support/replay'
+import { toolRunner } from './support/replay'
 
 describe('bakery dead-letters', () => {
   let vhost: Awaited<ReturnType<typeof createVhost>>
@@ -19,11 +22,7 @@ describe('bakery dead-letters', () => {
   let broken = true
   let env: NodeJS.ProcessEnv
 
-  const tool = async (...argv: string[]) => {
-    const io = captureIo(namespace, { env })
-    const code = await runDeadLetters(argv, io)
-    return { code, out: io.out(), err: io.err() }
-  }
+  const tool = toolRunner(runDeadLetters, namespace, () => env)
   const list = async () => {
     const { code, out } = await tool('list', '--json')
     assert.equal(code, 0)
@@ -126,5 +125,129 @@ describe('bakery dead-letters', () => {
     assert.equal((await tool('requeue', '--all', '--id', 'x')).code, 2)
     assert.equal((await tool('explode')).code, 2)
     assert.equal((await tool('list', '--limit', '0')).code, 2)
+  })
+})
+
+/** Control characters a terminal may act on (a newline between lines aside). */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/
+
+describe('bakery dead-letters on a long queue and hostile text', () => {
+  let vhost: Awaited<ReturnType<typeof createVhost>>
+  let connection: ChannelModel
+  let env: NodeJS.ProcessEnv
+  const namespace = uniqueNamespace('dead-letters-bulk')
+
+  const tool = toolRunner(runDeadLetters, namespace, () => env)
+
+  /** Publishes dead letters straight to the dead-letter queue, as the transport would. */
+  const deadLetter = async (count: number, headers: Record<string, unknown> = {}, id?: string) => {
+    const channel = await connection.createConfirmChannel()
+    for (let i = 0; i < count; i++)
+      channel.publish(
+        '',
+        topology.deadLetterQueue,
+        Buffer.from(`{"$name":"${OrderPlaced.$name}"}`),
+        {
+          messageId: id ?? randomUUID(),
+          type: OrderPlaced.$name,
+          persistent: true,
+          headers: {
+            [Headers.queue]: queues.projector,
+            [Headers.reason]: 'the read model is jammed',
+            [Headers.failedAt]: new Date().toISOString(),
+            [Headers.attempt]: 1,
+            ...headers,
+          },
+        },
+      )
+    await channel.waitForConfirms()
+    await channel.close()
+  }
+  let counter: Channel
+  const ready = async (queue: string) => (await counter.checkQueue(queue)).messageCount
+
+  before(async () => {
+    vhost = await createVhost('dead-letters-bulk')
+    env = { AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }
+    // The topology as the roles declare it; nothing consumes, so requeued letters stay countable.
+    const service = await startService({
+      config: loadConfig(env),
+      logger: pino({ level: 'silent' }),
+      relay: false,
+    })
+    assert.ok(await service.transport.waitUntilReady(10_000))
+    await service.stop()
+    connection = await amqp.connect(vhost.url)
+    counter = await connection.createChannel()
+  })
+
+  after(async () => {
+    await connection?.close()
+    await dropNamespace(namespace)
+    await vhost.drop()
+  })
+
+  it('requeues a long queue in bounded batches: never more than a batch out of both queues', async () => {
+    const total = 2000
+    await deadLetter(total)
+    assert.equal(await ready(topology.deadLetterQueue), total)
+    // What the broker holds ready in the two queues, sampled while the requeue runs: a message
+    // taken off the dead-letter queue and not yet republished is counted in neither.
+    let lowest = Infinity
+    let running = true
+    const sampler = (async () => {
+      while (running) {
+        const held = (await ready(topology.deadLetterQueue)) + (await ready(queues.projector))
+        lowest = Math.min(lowest, held)
+      }
+    })()
+    const { code, out } = await tool('requeue', '--all')
+    running = false
+    await sampler
+    assert.equal(code, 0)
+    assert.match(out, new RegExp(`${total} requeued\\n$`))
+    assert.equal(await ready(queues.projector), total)
+    assert.equal(await ready(topology.deadLetterQueue), 0)
+    assert.ok(lowest >= total - REQUEUE_BATCH, `${total - lowest} messages were held at once`)
+  })
+
+  it('lists hostile text with its control characters escaped, never raw', async () => {
+    const hostile = 'jammed \u001b]0;owned\u0007 \u001b[2J \u009b31m \u007f \u202eevil'
+    await deadLetter(
+      1,
+      { [Headers.reason]: hostile, [Headers.queue]: '\u001b[31mqueue' },
+      'id\u001b[1m',
+    )
+    const { code, out } = await tool('list')
+    assert.equal(code, 0)
+    assert.doesNotMatch(out, RAW)
+    assert.ok(out.includes('jammed \\x1b]0;owned\\x07 \\x1b[2J \\x9b31m \\x7f \\u202eevil'), out)
+    assert.ok(out.includes('\\x1b[31mqueue') && out.includes('id\\x1b[1m'), out)
+
+    const json = await tool('list', '--json')
+    assert.doesNotMatch(json.out, RAW)
+    const letters = JSON.parse(json.out) as DeadLetter[]
+    assert.equal(
+      letters.find((l) => l.messageId === 'id\u001b[1m')?.reason,
+      hostile,
+      'JSON is lossless',
+    )
+
+    const requeue = await tool('requeue', '--id', 'id\u001b[1m')
+    assert.ok(!(requeue.out + requeue.err).includes('\u001b'))
+    assert.match(requeue.err, /left id\\x1b\[1m: it names no Bakery queue/)
+  })
+
+  it('leaves the dead letters where they are when their queue is gone', async () => {
+    const channel = await connection.createChannel()
+    await channel.purgeQueue(topology.deadLetterQueue)
+    await channel.deleteQueue(queues.projector)
+    await channel.close()
+    await deadLetter(5)
+    const { code, err } = await tool('requeue', '--all')
+    assert.equal(code, 1)
+    assert.match(err, /could not route .* bakery\.projector/)
+    assert.equal(await ready(topology.deadLetterQueue), 5, 'none was lost')
   })
 })

@@ -8,23 +8,18 @@ import { foldView } from '../src/projections/order-view'
 import { runEvents } from '../src/projections/events-log'
 import { runReplay } from '../src/projections/replay'
 import { findOrder, randomOrderKey } from '../src/reception/orders'
-import { dropNamespace, REDIS_URL, ROOT, uniqueNamespace } from './support'
-import { bakery, captureIo, lifecycle, record, seedOrders, type Bakery } from './support/replay'
+import { REDIS_URL, ROOT } from './support'
+import {
+  captureIo,
+  lifecycle,
+  namespaceFactory,
+  record,
+  seedOrders,
+  type Bakery,
+} from './support/replay'
 
-const namespaces: string[] = []
-const opened: Bakery[] = []
-function fresh(label: string) {
-  const namespace = uniqueNamespace(label)
-  namespaces.push(namespace)
-  const b = bakery(namespace)
-  opened.push(b)
-  return { namespace, b }
-}
-
-after(async () => {
-  for (const b of opened) b.close()
-  for (const namespace of namespaces) await dropNamespace(namespace)
-})
+const { fresh, open, cleanUp } = namespaceFactory()
+after(cleanUp)
 
 /** Every read-model key of the namespace. */
 async function viewKeys(b: Bakery): Promise<string[]> {
@@ -118,8 +113,7 @@ describe('bakery replay', () => {
 
   it('never lets a read regress or 404 while it swaps the read model under live traffic', async () => {
     const { namespace, b } = fresh('replay-live')
-    const reader = bakery(namespace)
-    opened.push(reader)
+    const reader = open(namespace)
     await seedOrders(b, 150, 2)
     const deps = { ...reader, now: () => new Date(), newOrderKey: randomOrderKey }
     const rank = { pending: 1, baking: 2, finished: 3 } as const

@@ -4,6 +4,7 @@ import type { Logger } from '../platform/logger'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
 import { queues } from '../platform/topology'
 import { bake } from './baker'
+import { Sweeper } from './sweeper'
 
 export async function runBaker(config: Config, logger: Logger): Promise<void> {
   const service = await startService({
@@ -25,9 +26,17 @@ export async function runBaker(config: Config, logger: Logger): Promise<void> {
       ],
     },
   })
+  const sweeper = new Sweeper({
+    redis: service.redis,
+    store: service.store,
+    logger,
+    stuckAfterMs: config.STUCK_ORDER_AFTER_MS,
+  })
+  sweeper.start()
   const health = await startHealthServer(config.HEALTH_PORT, service.isReady, logger)
   logger.info({ queue: queues.baker, prefetch: config.PREFETCH }, 'baker is at the oven')
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
+    await sweeper.stop()
     await service.stop()
     health.close()
   })

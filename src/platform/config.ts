@@ -125,6 +125,11 @@ export const variables = {
     '15000',
     'How long an outbox entry may sit unconfirmed on another relay before this one takes it over.',
   ),
+  STUCK_ORDER_AFTER_MS: variable(
+    IntFromString(100, 86_400_000),
+    '300000',
+    "How old an unfinished order may get before a baker's sweeper sends its PlaceOrder again.",
+  ),
   SHUTDOWN_TIMEOUT_MS: variable(
     IntFromString(0, 600_000),
     '10000',

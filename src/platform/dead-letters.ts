@@ -2,39 +2,53 @@ import amqp, {
   type ChannelModel,
   type ConfirmChannel,
   type GetMessage,
+  type Message,
   type Options,
 } from 'amqplib'
-import { loadConfig, ConfigError, redact } from './config'
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { redact } from './config'
+import type { Keys } from './keys'
 import { describeError } from './logger'
-import { Headers } from './rabbitmq'
+import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
+import { Headers, Unroutable } from './rabbitmq'
 import { topology } from './topology'
 import {
   formatDuration,
   formatTable,
   parseToolArgs,
   positiveInt,
+  printable,
+  printableJson,
   processIo,
+  runTool,
   UsageError,
-  wantsHelp,
   type ToolIo,
 } from './tool'
 
 /**
- * `bakery dead-letters`: what is in the dead-letter queue and why, and a way to send it back to
- * the queue it failed on once the cause is fixed.
+ * `bakery dead-letters`: what is in the dead-letter queue and the parked outbox entries, and why,
+ * and a way to send them back (to the queue they failed on, or into the outbox) once the cause is
+ * fixed.
  */
+
+/** Dead letters a requeue holds unacknowledged at once. */
+export const REQUEUE_BATCH = 100
 
 const USAGE = `Usage: bakery dead-letters list [--json] [--limit N]
        bakery dead-letters requeue (--id <messageId> ... | --all)
 
   list      the dead letters, oldest first: message id, message name, the queue it failed on,
-            how long ago, attempts, and the reason (--json: one JSON array); they stay where they are
+            how long ago, attempts, and the reason (--json: one JSON array); they stay where they are.
+            Then the outbox entries a relay could not decode (queue "outbox"), by their stream id.
   requeue   sends the chosen dead letters back to the queue they failed on, with their attempt
-            count reset; the rest stay
+            count reset, ${REQUEUE_BATCH} at a time; the rest stay (moved behind any newer ones).
+            A parked outbox entry goes back into the outbox, as it was written.
   --limit   list at most N (default 1000)
 
-Reads AMQP_URL like the roles. Exit codes: 0 done, 1 RabbitMQ unreachable or an --id not found,
-2 bad arguments, 78 bad configuration.`
+Reads AMQP_URL, REDIS_URL and BAKERY_NAMESPACE like the roles. Exit codes: 0 done, 1 RabbitMQ or
+Redis unreachable or an --id not found, 2 bad arguments, 78 bad configuration.
+`
 
 export interface DeadLetter {
   /** The message id (`messageId` property); absent on messages published without one. */
@@ -75,103 +89,148 @@ function nameOf(message: GetMessage): string | undefined {
 }
 
 /**
- * Takes up to `limit` messages off the dead-letter queue without acknowledging them, passes them
- * to `each`, and closes the channel: whatever `each` did not acknowledge goes back, in order.
+ * Lists up to `limit` dead letters: takes them off the queue unacknowledged and closes the
+ * channel, so they all go back, in order.
  */
-async function withDeadLetters<T>(
+export async function listDeadLetters(
   connection: ChannelModel,
-  limit: number,
-  each: (channel: ConfirmChannel, messages: GetMessage[]) => Promise<T>,
-): Promise<T> {
-  const channel = await connection.createConfirmChannel()
+  limit = 1000,
+): Promise<DeadLetter[]> {
+  const channel = await connection.createChannel()
   try {
     // Declared as every role declares it, so that listing an empty Bakery is not an error.
     const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
-    const messages: GetMessage[] = []
-    while (messages.length < Math.min(limit, messageCount)) {
+    const letters: DeadLetter[] = []
+    while (letters.length < Math.min(limit, messageCount)) {
       const message = await channel.get(topology.deadLetterQueue, { noAck: false })
       if (!message) break
-      messages.push(message)
+      letters.push(describeDeadLetter(message))
     }
-    return await each(channel, messages)
+    return letters
   } finally {
     await channel.close().catch(() => undefined)
   }
 }
 
-export async function listDeadLetters(
-  connection: ChannelModel,
-  limit = 1000,
-): Promise<DeadLetter[]> {
-  return withDeadLetters(connection, limit, (_channel, messages) =>
-    Promise.resolve(messages.map(describeDeadLetter)),
-  )
-}
-
 export interface RequeueResult {
-  readonly requeued: DeadLetter[]
-  /** Chosen dead letters that name no Bakery queue to go back to: left where they are. */
-  readonly stranded: DeadLetter[]
+  readonly requeued: number
+  /** Chosen dead letters that name no Bakery queue to go back to: left in the dead-letter queue. */
+  readonly stranded: number
   /** Ids asked for that are not in the dead-letter queue. */
   readonly notFound: string[]
 }
 
+export interface RequeueReport {
+  readonly onRequeued?: (letter: DeadLetter) => void
+  readonly onStranded?: (letter: DeadLetter) => void
+}
+
 /**
  * Sends dead letters back to the queue they failed on: all of them, or those with the given
- * message ids. Each is acknowledged only after the broker confirmed its copy, so a crash in
- * between leaves it in both queues (handled twice, which the handlers tolerate), never in none.
+ * message ids. It walks the queue as it was when it started, REQUEUE_BATCH letters at a time, so
+ * memory and the broker's unacknowledged count stay bounded however long the queue is. A chosen
+ * letter is republished to its queue; any other goes to the back of the dead-letter queue, as it
+ * was. Each is acknowledged only after the broker confirmed its copy, so a crash in between
+ * leaves it in two places (handled twice, which the handlers tolerate), never in none.
  */
 export async function requeueDeadLetters(
   connection: ChannelModel,
   choose: { readonly all: true } | { readonly ids: readonly string[] },
+  report: RequeueReport = {},
 ): Promise<RequeueResult> {
   const wanted = 'ids' in choose ? new Set(choose.ids) : undefined
   const known = new Set(topology.queues.map((queue) => queue.name))
-  return withDeadLetters(connection, Number.MAX_SAFE_INTEGER, async (channel, messages) => {
-    const requeued: DeadLetter[] = []
-    const stranded: DeadLetter[] = []
-    const found = new Set<string>()
-    for (const message of messages) {
-      const letter = describeDeadLetter(message)
-      if (wanted && !(letter.messageId !== undefined && wanted.has(letter.messageId))) continue
-      if (letter.messageId !== undefined) found.add(letter.messageId)
-      if (!letter.queue || !known.has(letter.queue)) {
-        stranded.push(letter)
-        continue
-      }
-      await publishConfirmed(channel, letter.queue, message)
-      channel.ack(message)
-      requeued.push(letter)
+  const found = new Set<string>()
+  let requeued = 0
+  let stranded = 0
+  const channel = await connection.createConfirmChannel()
+  const publish = confirmedPublisher(channel)
+  const settle = async (message: GetMessage) => {
+    const letter = describeDeadLetter(message)
+    const chosen = !wanted || (letter.messageId !== undefined && wanted.has(letter.messageId))
+    if (chosen && letter.messageId !== undefined) found.add(letter.messageId)
+    const queue = chosen && letter.queue && known.has(letter.queue) ? letter.queue : undefined
+    if (queue) await publish(queue, message, withoutFailure)
+    else await publish(topology.deadLetterQueue, message, (headers) => headers)
+    channel.ack(message)
+    if (queue) {
+      requeued += 1
+      report.onRequeued?.(letter)
+    } else if (chosen) {
+      stranded += 1
+      report.onStranded?.(letter)
     }
-    const notFound = wanted ? [...wanted].filter((id) => !found.has(id)) : []
-    return { requeued, stranded, notFound }
-  })
+  }
+  try {
+    const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
+    let left = messageCount
+    while (left > 0 && !(wanted && found.size === wanted.size)) {
+      const batch: GetMessage[] = []
+      while (batch.length < Math.min(REQUEUE_BATCH, left)) {
+        const message = await channel.get(topology.deadLetterQueue, { noAck: false })
+        if (!message) break
+        batch.push(message)
+      }
+      if (batch.length === 0) break
+      left -= batch.length
+      // Every confirmed copy is acknowledged before a failed one ends the walk.
+      const settled = await Promise.allSettled(batch.map(settle))
+      const failed = settled.find((result) => result.status === 'rejected')
+      if (failed) throw failed.reason
+    }
+  } finally {
+    await channel.close().catch(() => undefined)
+  }
+  const notFound = wanted ? [...wanted].filter((id) => !found.has(id)) : []
+  return { requeued, stranded, notFound }
 }
 
-/** The message as it was first sent: its failure headers dropped, so it starts at attempt 1. */
-function publishConfirmed(
-  channel: ConfirmChannel,
-  queue: string,
-  message: GetMessage,
-): Promise<void> {
-  const p = message.properties
-  const headers: Record<string, unknown> = { ...(p.headers ?? {}) }
-  for (const name of Object.values(Headers)) delete headers[name]
-  const options: Options.Publish = {
-    messageId: p.messageId as string | undefined,
-    correlationId: p.correlationId as string | undefined,
-    type: p.type as string | undefined,
-    timestamp: p.timestamp as number | undefined,
-    appId: p.appId as string | undefined,
-    contentType: p.contentType as string | undefined,
-    headers,
-    persistent: true,
-  }
-  return new Promise((resolve, reject) => {
-    channel.publish('', queue, message.content, options, (error) =>
-      error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(),
-    )
+/** Its failure headers dropped, a requeued message starts again at attempt 1. */
+function withoutFailure(headers: Record<string, unknown>): Record<string, unknown> {
+  const kept = { ...headers }
+  for (const name of Object.values(Headers)) delete kept[name]
+  return kept
+}
+
+/**
+ * Publishes copies of dead letters on `channel`, each resolving once the broker confirmed it into
+ * its queue. Mandatory: a copy whose queue is gone comes back and fails (Unroutable), so its dead
+ * letter is not acknowledged, rather than being confirmed and dropped.
+ */
+function confirmedPublisher(channel: ConfirmChannel) {
+  const returned = new Set<string>()
+  channel.on('return', (message: Message) => {
+    const { messageId } = message.properties as { messageId?: unknown }
+    if (typeof messageId === 'string') returned.add(messageId)
   })
+  /** A copy of the message, its headers passed through `headers`. */
+  return (
+    queue: string,
+    message: GetMessage,
+    headers: (headers: Record<string, unknown>) => Record<string, unknown>,
+  ): Promise<void> => {
+    const p = message.properties
+    // A copy that comes back is known by its id: one without gets one.
+    const messageId = typeof p.messageId === 'string' ? p.messageId : randomUUID()
+    const options: Options.Publish = {
+      messageId,
+      correlationId: p.correlationId as string | undefined,
+      type: p.type as string | undefined,
+      timestamp: p.timestamp as number | undefined,
+      appId: p.appId as string | undefined,
+      contentType: p.contentType as string | undefined,
+      headers: headers({ ...(p.headers ?? {}) }),
+      persistent: true,
+      mandatory: true,
+    }
+    return new Promise((resolve, reject) => {
+      channel.publish('', queue, message.content, options, (error) => {
+        if (error) reject(error instanceof Error ? error : new Error(String(error)))
+        else if (returned.delete(messageId)) reject(new Unroutable('', queue))
+        else resolve()
+      })
+    })
+  }
 }
 
 /** The age of a dead letter for a person, from its failed-at header. */
@@ -180,50 +239,49 @@ const ageOf = (letter: DeadLetter, now: number): string => {
   return Number.isNaN(at) ? '?' : formatDuration(now - at)
 }
 
+/** Parked outbox entries appear among the dead letters with this as their queue. */
+const OUTBOX = 'outbox'
+
+function parkedLetter(entry: ParkedEntry): DeadLetter {
+  return {
+    messageId: entry.id,
+    name: entry.name,
+    queue: OUTBOX,
+    reason: `parked by the outbox relay: ${entry.reason ?? '?'}`,
+    failedAt: entry.parkedAt,
+    attempts: undefined,
+  }
+}
+
 export async function runDeadLetters(
   argv: readonly string[],
   io: ToolIo = processIo(),
 ): Promise<number> {
-  if (wantsHelp(argv)) {
-    io.stdout.write(`${USAGE}\n`)
-    return 0
-  }
-  let config
-  try {
-    config = loadConfig(io.env)
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error
-    io.stderr.write(`bakery dead-letters: ${error.message}\n`)
-    return 78
-  }
-  let connection: ChannelModel
-  try {
-    connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
-  } catch (error) {
-    io.stderr.write(
-      `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
-    )
-    return 1
-  }
-  connection.on('error', () => undefined)
-  try {
-    return await command(argv, io, connection)
-  } catch (error) {
-    if (error instanceof UsageError) {
-      io.stderr.write(`bakery dead-letters: ${error.message}\n\n${USAGE}\n`)
-      return 2
+  return runTool('dead-letters', USAGE, argv, io, async ({ config, redis, keys }) => {
+    let connection: ChannelModel
+    try {
+      connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
+    } catch (error) {
+      io.stderr.write(
+        `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
+      )
+      return 1
     }
-    io.stderr.write(`bakery dead-letters: ${describeError(error)}\n`)
-    return 1
-  } finally {
-    await connection.close().catch(() => undefined)
-  }
+    connection.on('error', () => undefined)
+    try {
+      return await command(argv, io, connection, redis, keys)
+    } finally {
+      await connection.close().catch(() => undefined)
+    }
+  })
 }
 
 async function command(
   argv: readonly string[],
   io: ToolIo,
   connection: ChannelModel,
+  redis: Redis,
+  keys: Keys,
 ): Promise<number> {
   const { values, positionals } = parseToolArgs(argv, {
     json: { type: 'boolean' },
@@ -235,21 +293,26 @@ async function command(
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`)
   if (subcommand === 'list') {
     if (values.id || values.all) throw new UsageError('--id and --all belong to requeue')
-    const letters = await listDeadLetters(connection, positiveInt('limit', values.limit, 1000))
+    const limit = positiveInt('limit', values.limit, 1000)
+    const queued = await listDeadLetters(connection, limit)
+    const parked = await listParked(redis, keys, limit - queued.length)
+    const letters = [...queued, ...parked.map(parkedLetter)]
     const now = Date.now()
     if (values.json) {
-      io.stdout.write(`${JSON.stringify(letters)}\n`)
+      io.stdout.write(`${printableJson(letters)}\n`)
     } else if (letters.length === 0) {
       io.stdout.write('No dead letters.\n')
     } else {
-      const rows = letters.map((l) => [
-        l.messageId ?? '-',
-        l.name ?? '?',
-        l.queue ?? '?',
-        ageOf(l, now),
-        String(l.attempts ?? '?'),
-        l.reason ?? '?',
-      ])
+      const rows = letters.map((l) =>
+        [
+          l.messageId ?? '-',
+          l.name ?? '?',
+          l.queue ?? '?',
+          ageOf(l, now),
+          String(l.attempts ?? '?'),
+          l.reason ?? '?',
+        ].map(printable),
+      )
       io.stdout.write(formatTable(['ID', 'MESSAGE', 'QUEUE', 'AGE', 'ATTEMPTS', 'REASON'], rows))
     }
     return 0
@@ -259,16 +322,21 @@ async function command(
     const ids = values.id ?? []
     if (Boolean(values.all) === ids.length > 0)
       throw new UsageError('requeue needs --id ... or --all')
-    const result = await requeueDeadLetters(connection, values.all ? { all: true } : { ids })
-    for (const letter of result.requeued)
-      io.stdout.write(`requeued ${letter.messageId ?? '(no id)'} to ${letter.queue}\n`)
-    for (const letter of result.stranded)
-      io.stderr.write(
-        `left ${letter.messageId ?? '(no id)'}: it names no Bakery queue to go back to\n`,
-      )
-    for (const id of result.notFound) io.stderr.write(`no dead letter with id ${id}\n`)
-    io.stdout.write(`${result.requeued.length} requeued\n`)
-    return result.notFound.length > 0 ? 1 : 0
+    const choose = values.all ? ({ all: true } as const) : { ids }
+    const idOf = (letter: DeadLetter) => printable(letter.messageId ?? '(no id)')
+    const result = await requeueDeadLetters(connection, choose, {
+      onRequeued: (letter) =>
+        io.stdout.write(`requeued ${idOf(letter)} to ${printable(letter.queue ?? '')}\n`),
+      onStranded: (letter) =>
+        io.stderr.write(`left ${idOf(letter)}: it names no Bakery queue to go back to\n`),
+    })
+    const parked = await requeueParked(redis, keys, choose, (entry) =>
+      io.stdout.write(`requeued ${printable(entry.id)} to the outbox\n`),
+    )
+    const notFound = result.notFound.filter((id) => !parked.found.has(id))
+    for (const id of notFound) io.stderr.write(`no dead letter with id ${printable(id)}\n`)
+    io.stdout.write(`${result.requeued + parked.requeued} requeued\n`)
+    return notFound.length > 0 ? 1 : 0
   }
   throw new UsageError(
     subcommand === undefined ? 'say list or requeue' : `unknown subcommand ${subcommand}`,

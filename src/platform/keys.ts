@@ -16,10 +16,20 @@ export interface Keys {
   readonly viewGeneration: string
   /** Held by the one `bakery replay` that may build the next generation. */
   readonly replayLock: string
+  /** The counter the replay lock's fencing tokens are drawn from. */
+  readonly replayFence: string
   /** Prefix of throw-away keys a tool builds aside, e.g. the read model `replay --verify` rebuilds. */
   readonly scratch: (label: string) => string
   readonly events: string
   readonly outbox: string
+  /** Outbox entries a relay could not decode (e.g. from a newer Bakery), kept for a person. */
+  readonly parked: string
+  /** Unfinished orders by the time of their last (re)send, kept by the bakers' sweeper. */
+  readonly unfinished: string
+  /** How far into the global log the sweeper has indexed `unfinished`. */
+  readonly sweepCursor: string
+  /** Held by the baker that sweeps in the current period. */
+  readonly sweepLease: string
   /** What an `Idempotency-Key` (by its SHA-256) of POST /orders was used for, until it expires. */
   readonly idempotency: (keyDigest: string) => string
 }
@@ -33,9 +43,14 @@ export function keys(namespace: string): Keys {
     viewPrefix: `${tag}:view:`,
     viewGeneration: `${tag}:view-generation`,
     replayLock: `${tag}:replay-lock`,
+    replayFence: `${tag}:replay-fence`,
     scratch: (label) => `${tag}:scratch:${label}:`,
     events: `${tag}:events`,
     outbox: `${tag}:outbox`,
+    parked: `${tag}:outbox-parked`,
+    unfinished: `${tag}:unfinished`,
+    sweepCursor: `${tag}:sweep-cursor`,
+    sweepLease: `${tag}:sweep-lease`,
     idempotency: (keyDigest) => `${tag}:idempotency:${keyDigest}`,
   }
 }

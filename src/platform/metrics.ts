@@ -20,6 +20,11 @@ const ordersFinished = new Counter({
   help: 'Orders a baker took out of the oven.',
   registers: [registry],
 })
+const ordersResent = new Counter({
+  name: 'bakery_orders_resent_total',
+  help: 'Unfinished orders older than STUCK_ORDER_AFTER_MS whose PlaceOrder a sweeper sent again.',
+  registers: [registry],
+})
 const bakeDuration = new Histogram({
   name: 'bakery_bake_duration_seconds',
   help: 'Time in the oven, including a second bake after a mistake.',
@@ -57,6 +62,11 @@ const relayLag = new Histogram({
   buckets: LATENCY_BUCKETS,
   registers: [registry],
 })
+const outboxParked = new Counter({
+  name: 'bakery_outbox_parked_total',
+  help: 'Outbox entries a relay could not decode, parked instead of published (bakery dead-letters).',
+  registers: [registry],
+})
 const projectorLag = new Histogram({
   name: 'bakery_projector_lag_seconds',
   help: 'Time from an event being recorded to the read model showing it.',
@@ -89,6 +99,7 @@ export const metrics = {
     const ordered = Date.parse(orderTime)
     if (Number.isFinite(ordered)) orderToFinished.observe(seconds(now - ordered))
   },
+  orderResent: (): void => ordersResent.inc(),
   messageHandled: (messageType: unknown): void =>
     messagesHandled.inc({ message_type: typeOf(messageType) }),
   messageFailed: (messageType: unknown): void =>
@@ -100,6 +111,7 @@ export const metrics = {
     const written = Number(outboxEntryId.split('-')[0])
     if (Number.isFinite(written)) relayLag.observe(seconds(now - written))
   },
+  outboxParked: (): void => outboxParked.inc(),
   /** The read model now shows an event recorded at `recordedAt`. */
   projected: (recordedAt: string, now = Date.now()): void => {
     const recorded = Date.parse(recordedAt)

@@ -5,11 +5,13 @@ import { context, propagation } from '@opentelemetry/api'
 import type { BusInstance } from '@node-ts/bus-core'
 import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis } from 'ioredis'
-import { OrderEvent, PlaceOrder, type BusMessage } from '../messages'
+import { PathReporter } from 'io-ts/lib/PathReporter'
+import { busMessages, PlaceOrder, type AnyMessageDefinition, type BusMessage } from '../messages'
 import { parseTrace } from './event-store'
 import type { Logger } from './logger'
 import { fieldRecord } from './redis'
 import { metrics } from './metrics'
+import { parkedFields } from './outbox-parking'
 
 export const RELAY_GROUP = 'relay'
 
@@ -17,6 +19,8 @@ export interface RelayOptions {
   /** A connection of its own: the relay blocks on it while waiting for entries. */
   readonly redis: Redis
   readonly outboxKey: string
+  /** Where entries that do not decode are kept (Keys.parked). */
+  readonly parkedKey: string
   readonly bus: BusInstance
   readonly logger: Logger
   readonly batchSize?: number
@@ -29,9 +33,16 @@ interface OutboxEntry {
   readonly fields: Record<string, string>
 }
 
+/** An entry the relay cannot decode, and why. */
+interface Undecodable {
+  readonly entry: OutboxEntry
+  readonly reason: string
+}
+
 /**
  * Moves outbox entries to the bus. An entry is acknowledged (and deleted) only after RabbitMQ
  * confirmed its publish; a crash in between means it is sent again, which the consumers tolerate.
+ * An entry that does not decode (written by a newer Bakery, say) is parked, in the same step.
  * Relays in several processes share the outbox through one consumer group.
  */
 export class OutboxRelay {
@@ -62,23 +73,15 @@ export class OutboxRelay {
   }
 
   private async loop(): Promise<void> {
-    const { redis, outboxKey } = this.options
     let failures = 0
     while (!this.stopping) {
       try {
         if (!this.grouped) await this.ensureGroup()
         const entries = await this.nextBatch()
-        const delivered = await this.deliver(entries)
-        if (delivered.length > 0) {
-          await redis
-            .multi()
-            .xack(outboxKey, RELAY_GROUP, ...delivered)
-            .xdel(outboxKey, ...delivered)
-            .exec()
-          for (const id of delivered) metrics.relayed(id)
-        }
-        if (delivered.length < entries.length)
-          throw new Error(`${entries.length - delivered.length} messages not confirmed`)
+        const { delivered, undecodable } = await this.deliver(entries)
+        await this.settle(delivered, undecodable)
+        const unsettled = entries.length - delivered.length - undecodable.length
+        if (unsettled > 0) throw new Error(`${unsettled} messages not confirmed`)
         if (failures > 0) this.log.info('relaying again')
         failures = 0
       } catch (error) {
@@ -90,6 +93,29 @@ export class OutboxRelay {
           this.log.warn({ err: error }, 'cannot relay the outbox yet; retrying')
         await sleep(Math.min(100 * 2 ** failures, 5000))
       }
+    }
+  }
+
+  /** Acknowledges and deletes what was published or parked, parking the latter, in one step. */
+  private async settle(delivered: string[], undecodable: Undecodable[]): Promise<void> {
+    const { redis, outboxKey, parkedKey } = this.options
+    const done = [...delivered, ...undecodable.map(({ entry }) => entry.id)]
+    if (done.length === 0) return
+    const transaction = redis.multi()
+    for (const { entry, reason } of undecodable)
+      transaction.xadd(parkedKey, '*', ...parkedFields(entry.id, entry.fields, reason))
+    const replies = await transaction
+      .xack(outboxKey, RELAY_GROUP, ...done)
+      .xdel(outboxKey, ...done)
+      .exec()
+    for (const [error] of replies ?? []) if (error) throw error
+    for (const id of delivered) metrics.relayed(id)
+    for (const { entry, reason } of undecodable) {
+      metrics.outboxParked()
+      this.log.error(
+        { id: entry.id, reason, parked: parkedKey },
+        'outbox entry cannot be decoded; parked (bakery dead-letters list)',
+      )
     }
   }
 
@@ -137,25 +163,36 @@ export class OutboxRelay {
     return readGroup(redis, outboxKey, this.consumer, count, '>', 1000)
   }
 
-  /** Publishes the entries at once; returns the ids the broker confirmed. */
-  private async deliver(entries: readonly OutboxEntry[]): Promise<string[]> {
-    const results = await Promise.allSettled(entries.map((entry) => this.publish(entry)))
+  /** Publishes the entries at once: the ids the broker confirmed, and those that do not decode. */
+  private async deliver(
+    entries: readonly OutboxEntry[],
+  ): Promise<{ delivered: string[]; undecodable: Undecodable[] }> {
     const delivered: string[] = []
+    const undecodable: Undecodable[] = []
+    const published: Promise<void>[] = []
+    const publishedIds: string[] = []
+    for (const entry of entries) {
+      // An entry deleted after it was read (another relay finished it) comes back without fields.
+      if (Object.keys(entry.fields).length === 0) {
+        delivered.push(entry.id)
+        continue
+      }
+      const message = decodeOutboxMessage(entry.fields)
+      if (typeof message === 'string') {
+        undecodable.push({ entry, reason: message })
+        continue
+      }
+      published.push(this.publish(entry, message))
+      publishedIds.push(entry.id)
+    }
+    const results = await Promise.allSettled(published)
     results.forEach((result, i) => {
-      if (result.status === 'fulfilled') delivered.push(entries[i]!.id)
+      if (result.status === 'fulfilled') delivered.push(publishedIds[i]!)
     })
-    return delivered
+    return { delivered, undecodable }
   }
 
-  private async publish(entry: OutboxEntry): Promise<void> {
-    // An entry deleted after it was read (another relay finished it) comes back without fields.
-    if (Object.keys(entry.fields).length === 0) return
-    const message = decodeOutboxMessage(entry.fields)
-    if (!message) {
-      // Written by something other than Bakery's append script: keep it out of the way, loudly.
-      this.log.error({ id: entry.id, fields: entry.fields }, 'malformed outbox entry dropped')
-      return
-    }
+  private async publish(entry: OutboxEntry, message: BusMessage): Promise<void> {
     const { bus } = this.options
     const trace = parseTrace(entry.fields.trace ?? '')
     const options = { correlationId: message.orderKey, attributes: {} }
@@ -169,16 +206,28 @@ export class OutboxRelay {
   }
 }
 
-function decodeOutboxMessage(fields: Record<string, string>): BusMessage | undefined {
+const definitions: ReadonlyMap<string, AnyMessageDefinition> = new Map(
+  busMessages.map((definition) => [definition.$name, definition]),
+)
+
+/** The entry's message, or why this version of Bakery cannot publish it. */
+function decodeOutboxMessage(fields: Record<string, string>): BusMessage | string {
+  const { kind } = fields
+  if (kind !== 'command' && kind !== 'event') return `unknown kind ${JSON.stringify(kind)}`
   let json: unknown
   try {
     json = JSON.parse(fields.message ?? '')
   } catch {
-    return undefined
+    return 'the message is not JSON'
   }
-  const codec = fields.kind === 'command' ? PlaceOrder.codec : OrderEvent
-  const decoded = codec.decode(json)
-  return isLeft(decoded) ? undefined : decoded.right
+  const name: unknown = (json as { $name?: unknown } | null)?.$name
+  const definition = typeof name === 'string' ? definitions.get(name) : undefined
+  if (!definition) return `unknown message ${JSON.stringify(name)}`
+  if (definition.kind !== kind) return `${definition.$name} is not a ${kind}`
+  const decoded = definition.codec.decode(json)
+  if (isLeft(decoded))
+    return `the message is not a valid ${definition.$name} v${definition.$version}: ${PathReporter.report(decoded).join('; ')}`
+  return decoded.right as BusMessage
 }
 
 async function readGroup(

@@ -6,6 +6,7 @@ import amqp, {
   type ChannelModel,
   type ConfirmChannel,
   type ConsumeMessage,
+  type Message,
   type Options,
 } from 'amqplib'
 import {
@@ -73,6 +74,16 @@ export class PermanentFailure extends Error {
   override readonly name: string = 'PermanentFailure'
 }
 
+/** The broker returned a mandatory publish: no queue is bound to take it. */
+export class Unroutable extends Error {
+  override readonly name = 'Unroutable'
+  constructor(exchange: string, routingKey: string) {
+    super(
+      `RabbitMQ could not route a message to ${exchange ? `exchange ${exchange}` : `queue ${routingKey}`}: no queue is bound`,
+    )
+  }
+}
+
 export class BrokerUnavailable extends Error {
   override readonly name = 'BrokerUnavailable'
   constructor() {
@@ -105,6 +116,9 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   private wake: (() => void) | undefined
   private readonly inFlight = new Set<Promise<void>>()
   private readonly readyWaiters = new Set<() => void>()
+  /** Message ids of publishes the broker returned (it acks them too; they failed all the same). */
+  private readonly returned = new Set<string>()
+  private redeclaring: Promise<void> | undefined
 
   constructor(private readonly options: RabbitTransportOptions) {
     this.log = options.logger.child({ component: 'rabbitmq' })
@@ -267,7 +281,12 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     )
   }
 
-  /** Publishes a persistent message and resolves only once the broker confirmed it. */
+  /**
+   * Publishes a persistent message and resolves only once the broker confirmed it into a queue.
+   * It is mandatory: a message no queue is bound to take comes back (`basic.return`, before its
+   * ack) and the publish fails, so the caller keeps it; without that, a deleted queue or binding
+   * would make the broker confirm and drop it.
+   */
   private publishConfirmed(
     exchange: string,
     routingKey: string,
@@ -276,16 +295,40 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   ): Promise<void> {
     const channel = this.publisher
     if (!channel || !this.connected) return Promise.reject(new BrokerUnavailable())
+    const messageId = typeof options.messageId === 'string' ? options.messageId : randomUUID()
     return new Promise((resolve, reject) => {
       channel.publish(
         exchange,
         routingKey,
         content,
-        { ...options, persistent: true, contentType: 'application/json' },
-        (error) =>
-          error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(),
+        {
+          ...options,
+          messageId,
+          mandatory: true,
+          persistent: true,
+          contentType: 'application/json',
+        },
+        (error) => {
+          if (error) reject(error instanceof Error ? error : new Error(String(error)))
+          else if (this.returned.delete(messageId)) reject(new Unroutable(exchange, routingKey))
+          else resolve()
+        },
       )
     })
+  }
+
+  /** A returned publish: someone deleted a queue or a binding, so the topology is declared again. */
+  private onReturn(channel: ConfirmChannel, message: Message): void {
+    const { messageId } = message.properties as { messageId?: unknown }
+    if (typeof messageId === 'string') this.returned.add(messageId)
+    if (this.redeclaring) return
+    this.log.warn(
+      { exchange: message.fields.exchange, routingKey: message.fields.routingKey },
+      'RabbitMQ could not route a message; declaring the topology again',
+    )
+    this.redeclaring = this.declare(channel)
+      .catch((error: unknown) => this.dropConnection(error))
+      .finally(() => (this.redeclaring = undefined))
   }
 
   private async run(): Promise<void> {
@@ -311,6 +354,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         await this.connection?.close().catch(() => undefined)
       } finally {
         this.connected = false
+        this.returned.clear()
         this.publisher = undefined
         this.consumer = undefined
         this.connection = undefined
@@ -342,6 +386,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     const publisher = await connection.createConfirmChannel()
     publisher.on('error', (error) => this.dropConnection(error))
     publisher.on('close', () => this.dropConnection())
+    publisher.on('return', (message: Message) => this.onReturn(publisher, message))
     await this.declare(publisher)
     this.publisher = publisher
     this.connected = true

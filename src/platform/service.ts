@@ -104,6 +104,7 @@ export async function startService({
     new OutboxRelay({
       redis: relayRedis,
       outboxKey: namespace.outbox,
+      parkedKey: namespace.parked,
       bus,
       logger,
       claimAfterMs: config.RELAY_CLAIM_AFTER_MS,

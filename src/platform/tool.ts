@@ -167,6 +167,23 @@ export const formatCount = (n: number): string =>
     .toString()
     .replace(/\B(?=(\d{3})+(?!\d))/g, ',')
 
+/** C0 and C1 control characters, DEL, and the bidirectional overrides and isolates. */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g
+const hex = (c: string, digits: number) => c.charCodeAt(0).toString(16).padStart(digits, '0')
+
+/**
+ * Text that came from outside (a message, a header), made safe to print on a terminal: each
+ * control character is written as `\xNN` (or `\uNNNN`), so the text cannot move the cursor,
+ * retitle the window or hide what follows it.
+ */
+export const printable = (text: string): string =>
+  text.replace(UNPRINTABLE, (c) => (c <= '\u00ff' ? `\\x${hex(c, 2)}` : `\\u${hex(c, 4)}`))
+
+/** JSON whose strings escape every control character (JSON.stringify leaves C1 and DEL raw). */
+export const printableJson = (value: unknown): string =>
+  JSON.stringify(value).replace(UNPRINTABLE, (c) => `\\u${hex(c, 4)}`)
+
 /** Left-aligned columns separated by two spaces; the last column is not padded. */
 export function formatTable(
   header: readonly string[],

@@ -132,14 +132,44 @@ export function generationPattern(keys: Keys, generation: number): string {
     : `${keys.viewPrefix}${generation}:*`
 }
 
+/** The generation a read-model key belongs to (see Keys.view). */
+function generationOf(keys: Keys, key: string): number {
+  const match = /^(\d+):/.exec(key.slice(keys.viewPrefix.length))
+  return match ? Number(match[1]) : 0
+}
+
+/** Unlinks the read-model keys of every generation but `live`: what interrupted replays left. */
+async function unlinkOtherGenerations(redis: Redis, keys: Keys, live: number): Promise<void> {
+  await forEachScan(redis, `${keys.viewPrefix}*`, async (found) => {
+    const stale = found.filter((key) => generationOf(keys, key) !== live)
+    if (stale.length > 0) await redis.unlink(...stale)
+  })
+}
+
 export const liveGeneration = async (redis: Redis, keys: Keys): Promise<number> =>
   Number((await redis.get(keys.viewGeneration)) ?? '0')
 
-// Flips the live generation only if it is still the one the replay started from.
+// Takes the replay lock if it is free. Its value is a fencing token: a number drawn from a counter
+// that only grows, and above the live generation, so it also names the generation this replay
+// builds. Returns the token and the live generation, or nil when another replay holds the lock.
+const ACQUIRE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local live = tonumber(redis.call('GET', KEYS[3]) or '0')
+local token = redis.call('INCR', KEYS[2])
+if token <= live then
+  token = live + 1
+  redis.call('SET', KEYS[2], token)
+end
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return {token, live}
+`
+// Makes the built generation live, only for the replay whose token the lock still holds, and only
+// if the live generation is still the one it started from.
 const FLIP = `
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 'moved' end
+redis.call('SET', KEYS[2], ARGV[1])
+return 'flipped'
 `
 // Renews or releases the replay lock only while this replay holds it.
 const RENEW = `
@@ -150,13 +180,29 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    bakeryFlipGeneration(pointer: string, from: number, to: number): Result<number, Context>
+    bakeryAcquireReplay(
+      lock: string,
+      fence: string,
+      pointer: string,
+      ttlMs: number,
+    ): Result<[token: number, live: number] | null, Context>
+    bakeryFlipGeneration(
+      lock: string,
+      pointer: string,
+      token: number,
+      from: number,
+    ): Result<'lost' | 'moved' | 'flipped', Context>
     bakeryRenewLock(lock: string, token: string, ttlMs: number): Result<number, Context>
   }
 }
 
 export class ReplayInProgress extends Error {
   override readonly name = 'ReplayInProgress'
+}
+
+/** The replay's lock expired or was taken: it must not swap anything in. */
+export class ReplayLockLost extends Error {
+  override readonly name = 'ReplayLockLost'
 }
 
 const LOCK_TTL_MS = 30_000
@@ -167,13 +213,59 @@ export interface ReplayResult extends RebuildResult {
   readonly caughtUp: number
 }
 
+/** The replay lock, renewed in the background; `check` throws once a renewal failed. */
+async function holdReplayLock(redis: Redis, keys: Keys, ttlMs: number) {
+  redis.defineCommand('bakeryAcquireReplay', { numberOfKeys: 3, lua: ACQUIRE })
+  redis.defineCommand('bakeryRenewLock', { numberOfKeys: 1, lua: RENEW })
+  const acquired = await redis.bakeryAcquireReplay(
+    keys.replayLock,
+    keys.replayFence,
+    keys.viewGeneration,
+    ttlMs,
+  )
+  if (!acquired)
+    throw new ReplayInProgress(
+      `another replay is running in this namespace (it holds ${keys.replayLock}); try again when it finished`,
+    )
+  const [token, live] = acquired
+  let lost: string | undefined
+  // A renewal that fails, for whatever reason, ends the replay: past that point another replay
+  // may hold the lock, and only the holder may swap.
+  const renew = setInterval(() => {
+    redis.bakeryRenewLock(keys.replayLock, String(token), ttlMs).then(
+      (held) => {
+        if (held !== 1) lost ??= 'it expired or another replay took it'
+      },
+      (error: unknown) => {
+        lost ??= `the lock could not be renewed (${error instanceof Error ? error.message : String(error)})`
+      },
+    )
+  }, ttlMs / 3)
+  return {
+    token,
+    live,
+    check: () => {
+      if (lost)
+        throw new ReplayLockLost(`the replay lost its lock: ${lost}; nothing was swapped in`)
+    },
+    release: async () => {
+      clearInterval(renew)
+      await redis.bakeryRenewLock(keys.replayLock, String(token), 0).catch(() => undefined)
+    },
+  }
+}
+
 /**
  * Rebuilds the read model from the global log into a fresh generation and swaps it in:
- * 1. build generation n + 1 from the log up to its current end, while n stays live;
- * 2. flip the generation pointer (one atomic SET: each read or save script sees n or n + 1);
- * 3. refold the orders that got events between 1 and 2 into n + 1 (save-if-newer, as the
- *    projector does; everything the projector saves after 2 lands in n + 1 already);
- * 4. drop generation n.
+ * 0. take the lock, whose fencing token names the new generation, and drop the keys of every
+ *    generation but the live one (left by interrupted replays);
+ * 1. build the new generation from the log up to its current end, while the old one stays live;
+ * 2. flip the generation pointer (one atomic SET: each read or save script sees the old or the
+ *    new), only if the lock still holds this replay's token: a replay that lost its lock never
+ *    swaps in what it built, however far it got;
+ * 3. refold the orders that got events between 1 and 2 into the new generation (save-if-newer, as
+ *    the projector does; everything the projector saves after 2 lands there already);
+ * 4. drop the old generation.
  * A GET compares the view's version with the order's stream, so an order whose new view is not
  * there yet, or is behind, is folded from its stream: never a 404, never an older state.
  */
@@ -182,31 +274,42 @@ export async function replayReadModel(
   keys: Keys,
   store: EventStore,
   views: ViewStore,
-  options: RebuildOptions,
+  options: RebuildOptions & {
+    /** How long the lock outlives a replay that stopped renewing it (default 30 s). */
+    readonly lockTtlMs?: number
+  },
 ): Promise<ReplayResult> {
-  redis.defineCommand('bakeryFlipGeneration', { numberOfKeys: 1, lua: FLIP })
-  redis.defineCommand('bakeryRenewLock', { numberOfKeys: 1, lua: RENEW })
-  const token = randomBytes(8).toString('hex')
-  if ((await redis.set(keys.replayLock, token, 'PX', LOCK_TTL_MS, 'NX')) !== 'OK')
-    throw new ReplayInProgress(
-      `another replay is running in this namespace (it holds ${keys.replayLock}); try again when it finished`,
-    )
-  const renew = setInterval(() => {
-    redis.bakeryRenewLock(keys.replayLock, token, LOCK_TTL_MS).catch(() => undefined)
-  }, LOCK_TTL_MS / 3)
+  redis.defineCommand('bakeryFlipGeneration', { numberOfKeys: 2, lua: FLIP })
+  const lock = await holdReplayLock(redis, keys, options.lockTtlMs ?? LOCK_TTL_MS)
+  const { token: next, live: current } = lock
+  let flipped = false
   try {
-    const current = await liveGeneration(redis, keys)
-    const next = current + 1
-    // Left behind by a replay that was interrupted.
-    await unlinkMatching(redis, generationPattern(keys, next))
+    await unlinkOtherGenerations(redis, keys, current)
 
     const end = await lastLogId(redis, keys)
+    const fenced = {
+      ...options,
+      onProgress: (read: number) => {
+        lock.check()
+        options.onProgress(read)
+      },
+    }
     const built = end
-      ? await rebuildViews(redis, keys, (order) => keys.view(order, next), end, options)
+      ? await rebuildViews(redis, keys, (order) => keys.view(order, next), end, fenced)
       : { entries: 0, skipped: 0, orders: 0 }
 
-    if ((await redis.bakeryFlipGeneration(keys.viewGeneration, current, next)) !== 1)
+    lock.check()
+    const flip = await redis.bakeryFlipGeneration(
+      keys.replayLock,
+      keys.viewGeneration,
+      next,
+      current,
+    )
+    if (flip === 'lost')
+      throw new ReplayLockLost('the replay lost its lock before the swap; nothing was swapped in')
+    if (flip === 'moved')
       throw new ReplayInProgress('the live generation changed during the replay; run it again')
+    flipped = true
 
     let caughtUp = 0
     let skipped = built.skipped
@@ -232,9 +335,12 @@ export async function replayReadModel(
 
     await unlinkMatching(redis, generationPattern(keys, current))
     return { ...built, skipped, generation: next, caughtUp }
+  } catch (error) {
+    // What this replay built and never swapped in goes now if it can (else on the next run).
+    if (!flipped) await unlinkMatching(redis, generationPattern(keys, next)).catch(() => undefined)
+    throw error
   } finally {
-    clearInterval(renew)
-    await redis.bakeryRenewLock(keys.replayLock, token, 0).catch(() => undefined)
+    await lock.release()
   }
 }
 

@@ -15,7 +15,7 @@ import { projectOrder } from '../../src/projections/projector'
 import type { ToolIo } from '../../src/platform/tool'
 import { ViewStore } from '../../src/projections/view-store'
 import { randomOrderKey } from '../../src/reception/orders'
-import { REDIS_URL } from '.'
+import { dropNamespace, REDIS_URL, uniqueNamespace } from '.'
 
 /** A namespace's event store and read model, on a connection of its own. */
 export function bakery(namespace: string, now?: () => Date) {
@@ -26,6 +26,30 @@ export function bakery(namespace: string, now?: () => Date) {
   return { redis, keys: k, store, views, close: () => redis.disconnect() }
 }
 export type Bakery = ReturnType<typeof bakery>
+
+/** Fresh namespaces for one test file, each with connections of its own; `cleanUp` in `after`. */
+export function namespaceFactory() {
+  const namespaces: string[] = []
+  const opened: Bakery[] = []
+  /** Another connection to a namespace, closed with the rest. */
+  const open = (namespace: string) => {
+    const b = bakery(namespace)
+    opened.push(b)
+    return b
+  }
+  return {
+    fresh: (label: string) => {
+      const namespace = uniqueNamespace(label)
+      namespaces.push(namespace)
+      return { namespace, b: open(namespace) }
+    },
+    open,
+    cleanUp: async () => {
+      for (const b of opened) b.close()
+      for (const namespace of namespaces) await dropNamespace(namespace)
+    },
+  }
+}
 
 const at = (ms: number) => new Date(ms).toISOString() as Timestamp
 
@@ -87,3 +111,16 @@ export function captureIo(
     err: () => err,
   }
 }
+
+/** A tool bound to a namespace and environment: each call runs it with captured output. */
+export const toolRunner =
+  (
+    run: (argv: readonly string[], io: ToolIo) => Promise<number>,
+    namespace: string,
+    env: () => NodeJS.ProcessEnv,
+  ) =>
+  async (...argv: string[]) => {
+    const io = captureIo(namespace, { env: env() })
+    const code = await run(argv, io)
+    return { code, out: io.out(), err: io.err() }
+  }

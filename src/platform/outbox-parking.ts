@@ -1,0 +1,115 @@
+import type { Redis } from 'ioredis'
+import type { Keys } from './keys'
+import { fieldRecord } from './redis'
+
+/**
+ * Outbox entries a relay cannot decode are parked, not published and not dropped: during a rolling
+ * deploy an old relay meets messages a newer Bakery wrote, and such an entry may be an accepted
+ * order's only PlaceOrder. A parked entry keeps the outbox entry's fields as they were, plus why,
+ * when and from where it was parked; `bakery dead-letters` lists it and puts it back.
+ */
+
+/** Fields a parked entry has beside the outbox entry's own. */
+export const ParkedField = {
+  reason: 'parked-reason',
+  at: 'parked-at',
+  outboxId: 'outbox-id',
+} as const
+
+/** A parked entry's fields: the outbox entry's, then why, when and which entry it was. */
+export function parkedFields(
+  outboxId: string,
+  fields: Readonly<Record<string, string>>,
+  reason: string,
+  now = new Date(),
+): string[] {
+  const own = Object.entries(fields).filter(([name]) => !isParkingField(name))
+  return [
+    ...own.flat(),
+    ParkedField.reason,
+    reason,
+    ParkedField.at,
+    now.toISOString(),
+    ParkedField.outboxId,
+    outboxId,
+  ]
+}
+
+const isParkingField = (name: string) => (Object.values(ParkedField) as string[]).includes(name)
+
+export interface ParkedEntry {
+  /** Its id in the parked stream. */
+  readonly id: string
+  /** The message's `$name` if its text says, else its kind. */
+  readonly name: string | undefined
+  readonly reason: string | undefined
+  readonly parkedAt: string | undefined
+}
+
+function describe(id: string, flat: readonly string[]): ParkedEntry {
+  const fields = fieldRecord(flat)
+  return {
+    id,
+    name: nameOf(fields.message) ?? fields.kind,
+    reason: fields[ParkedField.reason],
+    parkedAt: fields[ParkedField.at],
+  }
+}
+
+function nameOf(message: string | undefined): string | undefined {
+  try {
+    const name: unknown = (JSON.parse(message ?? '') as { $name?: unknown } | null)?.$name
+    return typeof name === 'string' ? name : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The oldest `limit` parked entries. */
+export async function listParked(redis: Redis, keys: Keys, limit: number): Promise<ParkedEntry[]> {
+  if (limit <= 0) return []
+  const entries = await redis.xrange(keys.parked, '-', '+', 'COUNT', limit)
+  return entries.map(([id, fields]) => describe(id, fields))
+}
+
+const BATCH = 100
+
+/**
+ * Puts parked entries back into the outbox as they were written, for a relay that can decode them
+ * (one of the newer Bakery): all of them, a batch at a time, or those with the given ids. Each
+ * batch is one MULTI, so an entry is in the outbox or parked, never in neither.
+ */
+export async function requeueParked(
+  redis: Redis,
+  keys: Keys,
+  choose: { readonly all: true } | { readonly ids: readonly string[] },
+  onRequeued: (entry: ParkedEntry) => void,
+): Promise<{ readonly requeued: number; readonly found: ReadonlySet<string> }> {
+  const found = new Set<string>()
+  const putBack = async (entries: [string, string[]][]) => {
+    if (entries.length === 0) return
+    const transaction = redis.multi()
+    for (const [id, flat] of entries) {
+      const own = Object.entries(fieldRecord(flat)).filter(([name]) => !isParkingField(name))
+      transaction.xadd(keys.outbox, '*', ...own.flat())
+      transaction.xdel(keys.parked, id)
+    }
+    for (const [error] of (await transaction.exec()) ?? []) if (error) throw error
+    for (const [id, flat] of entries) {
+      found.add(id)
+      onRequeued(describe(id, flat))
+    }
+  }
+  if ('ids' in choose) {
+    // Stream ids only: anything else (a message id of the dead-letter queue) is not asked here.
+    const ids = choose.ids.filter((id) => /^\d+-\d+$/.test(id))
+    for (const id of ids) await putBack(await redis.xrange(keys.parked, id, id))
+  } else {
+    for (;;) {
+      const batch = await redis.xrange(keys.parked, '-', '+', 'COUNT', BATCH)
+      if (batch.length === 0) break
+      await putBack(batch)
+    }
+  }
+  return { requeued: found.size, found }
+}

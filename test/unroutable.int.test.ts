@@ -1,0 +1,75 @@
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import amqp from 'amqplib'
+import pino from 'pino'
+import { bake } from '../src/baker/baker'
+import { evolve, initialState } from '../src/baker/order'
+import { PlaceOrder } from '../src/messages'
+import { loadConfig } from '../src/platform/config'
+import { handlerFor, startService, type Service } from '../src/platform/service'
+import { queues } from '../src/platform/topology'
+import { ViewStore } from '../src/projections/view-store'
+import { placeOrder, randomOrderKey } from '../src/reception/orders'
+import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
+
+/**
+ * A publish the broker cannot route (its queue or binding deleted behind Bakery's back) is
+ * confirmed and dropped unless it is mandatory. The outbox entry must stay until the message
+ * really reaches a queue.
+ */
+describe('a publish the broker cannot route', () => {
+  const namespace = uniqueNamespace('unroutable')
+  let vhost: Awaited<ReturnType<typeof createVhost>>
+  let baker: Service
+
+  before(async () => {
+    vhost = await createVhost('unroutable')
+    baker = await startService({
+      config: loadConfig({ AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }),
+      logger: pino({ level: 'silent' }),
+      relay: true,
+      consume: {
+        queue: queues.baker,
+        handlers: ({ store }) => [
+          handlerFor(PlaceOrder, async (command) => {
+            const deps = { store, bakeTimeScale: 0, now: () => new Date(), random: () => 0.5 }
+            await bake(deps, command)
+          }),
+        ],
+      },
+    })
+    assert.ok(await baker.transport.waitUntilReady(10_000))
+  })
+
+  after(async () => {
+    await baker?.stop()
+    await dropNamespace(namespace)
+    await vhost.drop()
+  })
+
+  it('keeps the order in the outbox until the topology is declared again, then bakes it', async () => {
+    const connection = await amqp.connect(vhost.url)
+    try {
+      const channel = await connection.createChannel()
+      await channel.unbindQueue(queues.baker, PlaceOrder.$name, '')
+    } finally {
+      await connection.close()
+    }
+    const deps = {
+      store: baker.store,
+      views: new ViewStore(baker.redis, baker.keys),
+      now: () => new Date(),
+      newOrderKey: randomOrderKey,
+    }
+    const orderKey = await placeOrder(deps, { customer: 'homer', pastry: 'la bombe' })
+    const status = async () =>
+      (await baker.store.read(orderKey)).map((e) => e.event).reduce(evolve, initialState).status
+    await waitFor('the order to be finished', async () => (await status()) === 'finished', {
+      timeoutMs: 10_000,
+    })
+    await waitFor(
+      'the outbox to be empty',
+      async () => (await baker.redis.xlen(baker.keys.outbox)) === 0,
+    )
+  })
+})
