@@ -6,6 +6,7 @@ import amqp, {
 } from 'amqplib'
 import { loadConfig, ConfigError, redact } from './config'
 import { describeError } from './logger'
+import { deadLetterQueue, type QueuePolicy } from './queue-types'
 import { Headers } from './rabbitmq'
 import { topology } from './topology'
 import {
@@ -48,18 +49,47 @@ export interface DeadLetter {
   readonly attempts: number | undefined
 }
 
+/** Where the dead letters are: a connection, and the queue type they are declared with. */
+export interface Broker {
+  readonly connection: ChannelModel
+  readonly policy: QueuePolicy
+}
+
+const text = (value: unknown) =>
+  typeof value === 'string' ? value : Buffer.isBuffer(value) ? value.toString('utf8') : undefined
+
 export function describeDeadLetter(message: GetMessage): DeadLetter {
   const headers = message.properties.headers ?? {}
-  const text = (value: unknown) =>
-    typeof value === 'string' ? value : Buffer.isBuffer(value) ? value.toString('utf8') : undefined
   const attempts: unknown = headers[Headers.attempt]
-  return {
+  const described = {
     messageId: text(message.properties.messageId),
     name: nameOf(message) ?? text(message.properties.type),
     queue: text(headers[Headers.queue]),
     reason: text(headers[Headers.reason]),
     failedAt: text(headers[Headers.failedAt]),
     attempts: typeof attempts === 'number' ? attempts : undefined,
+  }
+  return described.queue === undefined
+    ? { ...described, ...deadLetteredByBroker(headers) }
+    : described
+}
+
+/**
+ * A quorum queue dead-letters a message past its delivery limit itself, with no Bakery headers:
+ * the newest `x-death` entry says from which queue, why, when, and how many times.
+ */
+function deadLetteredByBroker(headers: Record<string, unknown>): Partial<DeadLetter> {
+  const deaths: unknown = headers['x-death']
+  const [death] = Array.isArray(deaths) ? (deaths as Record<string, unknown>[]) : []
+  if (!death) return {}
+  const count = death.count
+  const time = death.time as { value?: unknown } | undefined
+  return {
+    queue: text(death.queue),
+    reason: `dead-lettered by RabbitMQ: ${text(death.reason) ?? '?'}`,
+    failedAt:
+      typeof time?.value === 'number' ? new Date(time.value * 1000).toISOString() : undefined,
+    attempts: typeof count === 'number' ? count : undefined,
   }
 }
 
@@ -79,14 +109,15 @@ function nameOf(message: GetMessage): string | undefined {
  * to `each`, and closes the channel: whatever `each` did not acknowledge goes back, in order.
  */
 async function withDeadLetters<T>(
-  connection: ChannelModel,
+  { connection, policy }: Broker,
   limit: number,
   each: (channel: ConfirmChannel, messages: GetMessage[]) => Promise<T>,
 ): Promise<T> {
   const channel = await connection.createConfirmChannel()
   try {
     // Declared as every role declares it, so that listing an empty Bakery is not an error.
-    const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
+    const queue = topology.deadLetterQueue
+    const { messageCount } = await channel.assertQueue(queue, deadLetterQueue(policy))
     const messages: GetMessage[] = []
     while (messages.length < Math.min(limit, messageCount)) {
       const message = await channel.get(topology.deadLetterQueue, { noAck: false })
@@ -99,11 +130,8 @@ async function withDeadLetters<T>(
   }
 }
 
-export async function listDeadLetters(
-  connection: ChannelModel,
-  limit = 1000,
-): Promise<DeadLetter[]> {
-  return withDeadLetters(connection, limit, (_channel, messages) =>
+export async function listDeadLetters(broker: Broker, limit = 1000): Promise<DeadLetter[]> {
+  return withDeadLetters(broker, limit, (_channel, messages) =>
     Promise.resolve(messages.map(describeDeadLetter)),
   )
 }
@@ -122,12 +150,12 @@ export interface RequeueResult {
  * between leaves it in both queues (handled twice, which the handlers tolerate), never in none.
  */
 export async function requeueDeadLetters(
-  connection: ChannelModel,
+  broker: Broker,
   choose: { readonly all: true } | { readonly ids: readonly string[] },
 ): Promise<RequeueResult> {
   const wanted = 'ids' in choose ? new Set(choose.ids) : undefined
   const known = new Set(topology.queues.map((queue) => queue.name))
-  return withDeadLetters(connection, Number.MAX_SAFE_INTEGER, async (channel, messages) => {
+  return withDeadLetters(broker, Number.MAX_SAFE_INTEGER, async (channel, messages) => {
     const requeued: DeadLetter[] = []
     const stranded: DeadLetter[] = []
     const found = new Set<string>()
@@ -196,18 +224,26 @@ export async function runDeadLetters(
     io.stderr.write(`bakery dead-letters: ${error.message}\n`)
     return 78
   }
-  let connection: ChannelModel
-  try {
-    connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
-  } catch (error) {
+  let connection: ChannelModel | undefined
+  const failures: string[] = []
+  for (const node of config.AMQP_URL) {
+    try {
+      connection = await amqp.connect(node.href, { timeout: 5000 })
+      break
+    } catch (error) {
+      failures.push(`${redact(node)} (${describeError(error)})`)
+    }
+  }
+  if (!connection) {
     io.stderr.write(
-      `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
+      `bakery dead-letters: cannot reach RabbitMQ at ${failures.join(', ')}; is it running?\n`,
     )
     return 1
   }
   connection.on('error', () => undefined)
+  const policy = { type: config.QUEUE_TYPE, deliveryLimit: config.QUEUE_DELIVERY_LIMIT }
   try {
-    return await command(argv, io, connection)
+    return await command(argv, io, { connection, policy })
   } catch (error) {
     if (error instanceof UsageError) {
       io.stderr.write(`bakery dead-letters: ${error.message}\n\n${USAGE}\n`)
@@ -220,11 +256,7 @@ export async function runDeadLetters(
   }
 }
 
-async function command(
-  argv: readonly string[],
-  io: ToolIo,
-  connection: ChannelModel,
-): Promise<number> {
+async function command(argv: readonly string[], io: ToolIo, broker: Broker): Promise<number> {
   const { values, positionals } = parseToolArgs(argv, {
     json: { type: 'boolean' },
     limit: { type: 'string' },
@@ -235,7 +267,7 @@ async function command(
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`)
   if (subcommand === 'list') {
     if (values.id || values.all) throw new UsageError('--id and --all belong to requeue')
-    const letters = await listDeadLetters(connection, positiveInt('limit', values.limit, 1000))
+    const letters = await listDeadLetters(broker, positiveInt('limit', values.limit, 1000))
     const now = Date.now()
     if (values.json) {
       io.stdout.write(`${JSON.stringify(letters)}\n`)
@@ -259,7 +291,7 @@ async function command(
     const ids = values.id ?? []
     if (Boolean(values.all) === ids.length > 0)
       throw new UsageError('requeue needs --id ... or --all')
-    const result = await requeueDeadLetters(connection, values.all ? { all: true } : { ids })
+    const result = await requeueDeadLetters(broker, values.all ? { all: true } : { ids })
     for (const letter of result.requeued)
       io.stdout.write(`requeued ${letter.messageId ?? '(no id)'} to ${letter.queue}\n`)
     for (const letter of result.stranded)
