@@ -62,7 +62,7 @@ async function measure(one: () => Promise<unknown>): Promise<number> {
 
 async function main(): Promise<void> {
   const transport = new RabbitTransport({
-    url: new URL('amqp://127.0.0.1'),
+    brokers: [new URL('amqp://127.0.0.1')],
     topology,
     logger,
     retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 },

@@ -11,9 +11,10 @@ import { handlerFor, startService, type Service } from '../src/platform/service'
 import { queues, topology } from '../src/platform/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
+import { QUEUE_TYPES, type QueueType } from './support'
 import { toolRunner } from './support/replay'
 
-describe('bakery dead-letters', () => {
+const theTool = (queueType: QueueType) => () => {
   let vhost: Awaited<ReturnType<typeof createVhost>>
   const namespace = uniqueNamespace('dead-letters')
   const services: Service[] = []
@@ -31,7 +32,7 @@ describe('bakery dead-letters', () => {
 
   before(async () => {
     vhost = await createVhost('dead-letters')
-    env = { AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }
+    env = { AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace, QUEUE_TYPE: queueType }
     const config = loadConfig({ ...env, RETRY_MAX_ATTEMPTS: '2', RETRY_INITIAL_DELAY_MS: '20' })
     const logger = pino({ level: 'silent' })
     const service = await startService({
@@ -126,7 +127,9 @@ describe('bakery dead-letters', () => {
     assert.equal((await tool('explode')).code, 2)
     assert.equal((await tool('list', '--limit', '0')).code, 2)
   })
-})
+}
+
+for (const type of QUEUE_TYPES) describe(`bakery dead-letters, ${type} queues`, theTool(type))
 
 /** Control characters a terminal may act on (a newline between lines aside). */
 // eslint-disable-next-line no-control-regex -- finding control characters is the point

@@ -10,6 +10,7 @@ import { Headers } from '../src/platform/rabbitmq'
 import { queues, topology } from '../src/platform/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, startRole, waitFor, type RoleProcess } from './support'
+import { QUEUE_TYPES, type QueueType } from './support'
 import { isolatedBakery, REDIS_URL } from './support/faults'
 
 const RETRY = { RETRY_MAX_ATTEMPTS: '4', RETRY_INITIAL_DELAY_MS: '100', RETRY_MAX_DELAY_MS: '400' }
@@ -19,7 +20,7 @@ const RETRY = { RETRY_MAX_ATTEMPTS: '4', RETRY_INITIAL_DELAY_MS: '100', RETRY_MA
  * dead-lettered at once with its reason and does not hold up what comes behind it; a transient
  * failure is retried with backoff, then dead-lettered; data that can never work is not retried.
  */
-describe('messages that cannot be handled', () => {
+const unhandled = (queueType: QueueType) => () => {
   const redis = new Redis(REDIS_URL)
   let bakery: Awaited<ReturnType<typeof isolatedBakery>>
   let k: Keys
@@ -31,7 +32,7 @@ describe('messages that cannot be handled', () => {
   const dead = new Map<string, GetMessage>()
 
   before(async () => {
-    bakery = await isolatedBakery('poison', RETRY)
+    bakery = await isolatedBakery(`poison-${queueType}`, { ...RETRY, QUEUE_TYPE: queueType })
     k = keys(bakery.namespace)
     store = new EventStore(redis, k)
     roles.push(
@@ -254,4 +255,7 @@ describe('messages that cannot be handled', () => {
       async () => (await redis.hget(k.view(placed.orderKey), 'status')) === 'pending',
     )
   })
-})
+}
+
+for (const type of QUEUE_TYPES)
+  describe(`messages that cannot be handled, ${type} queues`, unhandled(type))

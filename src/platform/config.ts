@@ -41,6 +41,36 @@ const UrlString = (protocols: string[]) =>
     (url) => url.href,
   )
 
+/**
+ * One broker URL, or several nodes of one cluster, comma-separated. A node that names no user,
+ * password or vhost takes them from the first, so `amqp://u:p@h1:5672/v,amqp://h2,amqp://h3`
+ * reads as three nodes of vhost `v`; naming two different vhosts is an error.
+ */
+const BrokerUrls = new t.Type<readonly URL[], string, unknown>(
+  'URL (amqp:, amqps:), or several comma-separated nodes of one cluster with one vhost',
+  (u): u is readonly URL[] => Array.isArray(u) && u.every((url) => url instanceof URL),
+  (u, c) => {
+    if (typeof u !== 'string') return t.failure(u, c)
+    const parts = u.split(',').map((part) => part.trim())
+    if (!parts.every((part) => URL.canParse(part))) return t.failure(u, c)
+    const urls = parts.map((part) => new URL(part))
+    if (!urls.every((url) => url.protocol === 'amqp:' || url.protocol === 'amqps:'))
+      return t.failure(u, c)
+    const [first] = urls as [URL, ...URL[]]
+    for (const url of urls.slice(1)) {
+      if (!url.username && !url.password) {
+        url.username = first.username
+        url.password = first.password
+      }
+      if (url.pathname === '' || url.pathname === '/') url.pathname = first.pathname
+    }
+    return urls.every((url) => url.pathname === first.pathname) ? t.success(urls) : t.failure(u, c)
+  },
+  (urls) => urls.map((url) => url.href).join(','),
+)
+
+const QueueType = t.keyof({ classic: null, quorum: null })
+
 const LogLevel = t.keyof({
   fatal: null,
   error: null,
@@ -86,9 +116,19 @@ export const variables = {
     'Redis holding the event log, outbox and read model; a DB number in the path is honoured.',
   ),
   AMQP_URL: variable(
-    UrlString(['amqp:', 'amqps:']),
+    BrokerUrls,
     'amqp://guest:guest@127.0.0.1:5672',
-    'RabbitMQ carrying commands and events; the vhost in the path is honoured.',
+    'RabbitMQ carrying commands and events (the vhost in the path is honoured); several nodes of a cluster, comma-separated, are tried in turn.',
+  ),
+  QUEUE_TYPE: variable(
+    QueueType as t.Type<t.TypeOf<typeof QueueType>, string, unknown>,
+    'classic',
+    'classic (one broker) or quorum (replicated over a cluster); RabbitMQ cannot change the type of an existing queue.',
+  ),
+  QUEUE_DELIVERY_LIMIT: variable(
+    IntFromString(1, 1000),
+    '20',
+    'Quorum queues: deliveries of one message (handed back by consumers that died) before RabbitMQ dead-letters it.',
   ),
   BAKERY_NAMESPACE: variable(
     NamespaceString,

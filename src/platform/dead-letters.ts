@@ -11,6 +11,7 @@ import { redact } from './config'
 import type { Keys } from './keys'
 import { describeError } from './logger'
 import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
+import { deadLetterQueue, type QueuePolicy } from './queue-types'
 import { Headers, Unroutable } from './rabbitmq'
 import { topology } from './topology'
 import {
@@ -62,18 +63,47 @@ export interface DeadLetter {
   readonly attempts: number | undefined
 }
 
+/** Where the dead letters are: a connection, and the queue type they are declared with. */
+export interface Broker {
+  readonly connection: ChannelModel
+  readonly policy: QueuePolicy
+}
+
+const text = (value: unknown) =>
+  typeof value === 'string' ? value : Buffer.isBuffer(value) ? value.toString('utf8') : undefined
+
 export function describeDeadLetter(message: GetMessage): DeadLetter {
   const headers = message.properties.headers ?? {}
-  const text = (value: unknown) =>
-    typeof value === 'string' ? value : Buffer.isBuffer(value) ? value.toString('utf8') : undefined
   const attempts: unknown = headers[Headers.attempt]
-  return {
+  const described = {
     messageId: text(message.properties.messageId),
     name: nameOf(message) ?? text(message.properties.type),
     queue: text(headers[Headers.queue]),
     reason: text(headers[Headers.reason]),
     failedAt: text(headers[Headers.failedAt]),
     attempts: typeof attempts === 'number' ? attempts : undefined,
+  }
+  return described.queue === undefined
+    ? { ...described, ...deadLetteredByBroker(headers) }
+    : described
+}
+
+/**
+ * A quorum queue dead-letters a message past its delivery limit itself, with no Bakery headers:
+ * the newest `x-death` entry says from which queue, why, when, and how many times.
+ */
+function deadLetteredByBroker(headers: Record<string, unknown>): Partial<DeadLetter> {
+  const deaths: unknown = headers['x-death']
+  const [death] = Array.isArray(deaths) ? (deaths as Record<string, unknown>[]) : []
+  if (!death) return {}
+  const count = death.count
+  const time = death.time as { value?: unknown } | undefined
+  return {
+    queue: text(death.queue),
+    reason: `dead-lettered by RabbitMQ: ${text(death.reason) ?? '?'}`,
+    failedAt:
+      typeof time?.value === 'number' ? new Date(time.value * 1000).toISOString() : undefined,
+    attempts: typeof count === 'number' ? count : undefined,
   }
 }
 
@@ -93,13 +123,16 @@ function nameOf(message: GetMessage): string | undefined {
  * channel, so they all go back, in order.
  */
 export async function listDeadLetters(
-  connection: ChannelModel,
+  { connection, policy }: Broker,
   limit = 1000,
 ): Promise<DeadLetter[]> {
   const channel = await connection.createChannel()
   try {
     // Declared as every role declares it, so that listing an empty Bakery is not an error.
-    const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
+    const { messageCount } = await channel.assertQueue(
+      topology.deadLetterQueue,
+      deadLetterQueue(policy),
+    )
     const letters: DeadLetter[] = []
     while (letters.length < Math.min(limit, messageCount)) {
       const message = await channel.get(topology.deadLetterQueue, { noAck: false })
@@ -134,7 +167,7 @@ export interface RequeueReport {
  * leaves it in two places (handled twice, which the handlers tolerate), never in none.
  */
 export async function requeueDeadLetters(
-  connection: ChannelModel,
+  { connection, policy }: Broker,
   choose: { readonly all: true } | { readonly ids: readonly string[] },
   report: RequeueReport = {},
 ): Promise<RequeueResult> {
@@ -162,7 +195,10 @@ export async function requeueDeadLetters(
     }
   }
   try {
-    const { messageCount } = await channel.assertQueue(topology.deadLetterQueue, { durable: true })
+    const { messageCount } = await channel.assertQueue(
+      topology.deadLetterQueue,
+      deadLetterQueue(policy),
+    )
     let left = messageCount
     while (left > 0 && !(wanted && found.size === wanted.size)) {
       const batch: GetMessage[] = []
@@ -258,18 +294,26 @@ export async function runDeadLetters(
   io: ToolIo = processIo(),
 ): Promise<number> {
   return runTool('dead-letters', USAGE, argv, io, async ({ config, redis, keys }) => {
-    let connection: ChannelModel
-    try {
-      connection = await amqp.connect(config.AMQP_URL.href, { timeout: 5000 })
-    } catch (error) {
+    let connection: ChannelModel | undefined
+    const failures: string[] = []
+    for (const node of config.AMQP_URL) {
+      try {
+        connection = await amqp.connect(node.href, { timeout: 5000 })
+        break
+      } catch (error) {
+        failures.push(`${redact(node)} (${describeError(error)})`)
+      }
+    }
+    if (!connection) {
       io.stderr.write(
-        `bakery dead-letters: cannot reach RabbitMQ at ${redact(config.AMQP_URL)} (${describeError(error)}); is it running?\n`,
+        `bakery dead-letters: cannot reach RabbitMQ at ${failures.join(', ')}; is it running?\n`,
       )
       return 1
     }
     connection.on('error', () => undefined)
+    const policy = { type: config.QUEUE_TYPE, deliveryLimit: config.QUEUE_DELIVERY_LIMIT }
     try {
-      return await command(argv, io, connection, redis, keys)
+      return await command(argv, io, { connection, policy }, redis, keys)
     } finally {
       await connection.close().catch(() => undefined)
     }
@@ -279,7 +323,7 @@ export async function runDeadLetters(
 async function command(
   argv: readonly string[],
   io: ToolIo,
-  connection: ChannelModel,
+  broker: Broker,
   redis: Redis,
   keys: Keys,
 ): Promise<number> {
@@ -294,7 +338,7 @@ async function command(
   if (subcommand === 'list') {
     if (values.id || values.all) throw new UsageError('--id and --all belong to requeue')
     const limit = positiveInt('limit', values.limit, 1000)
-    const queued = await listDeadLetters(connection, limit)
+    const queued = await listDeadLetters(broker, limit)
     const parked = await listParked(redis, keys, limit - queued.length)
     const letters = [...queued, ...parked.map(parkedLetter)]
     const now = Date.now()
@@ -324,7 +368,7 @@ async function command(
       throw new UsageError('requeue needs --id ... or --all')
     const choose = values.all ? ({ all: true } as const) : { ids }
     const idOf = (letter: DeadLetter) => printable(letter.messageId ?? '(no id)')
-    const result = await requeueDeadLetters(connection, choose, {
+    const result = await requeueDeadLetters(broker, choose, {
       onRequeued: (letter) =>
         io.stdout.write(`requeued ${idOf(letter)} to ${printable(letter.queue ?? '')}\n`),
       onStranded: (letter) =>

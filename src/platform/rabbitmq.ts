@@ -24,6 +24,15 @@ import { describeFieldErrors, type AnyMessageDefinition } from '../messages'
 import { redact } from './config'
 import { describeError, type Logger } from './logger'
 import { metrics } from './metrics'
+import {
+  classicQueues,
+  deadLetterQueue,
+  explainMismatch,
+  QueueMismatch,
+  retryQueue,
+  workQueue,
+  type QueuePolicy,
+} from './queue-types'
 import { SENT_AT_HEADER, tracePublish, traceProcess } from './tracing'
 
 /**
@@ -92,7 +101,10 @@ export class BrokerUnavailable extends Error {
 }
 
 export interface RabbitTransportOptions {
-  readonly url: URL
+  /** The nodes of one cluster (or one broker): each process starts at a random one, then the next. */
+  readonly brokers: readonly URL[]
+  /** Classic queues unless said otherwise. */
+  readonly queues?: QueuePolicy
   readonly topology: Topology
   readonly retry: RetryPolicy
   readonly logger: Logger
@@ -119,9 +131,15 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   /** Message ids of publishes the broker returned (it acks them too; they failed all the same). */
   private readonly returned = new Set<string>()
   private redeclaring: Promise<void> | undefined
+  /** The node connected to, or tried next. A random start spreads the roles over the cluster. */
+  private node: number
+  private broker: URL
 
   constructor(private readonly options: RabbitTransportOptions) {
     this.log = options.logger.child({ component: 'rabbitmq' })
+    if (options.brokers.length === 0) throw new Error('no RabbitMQ node to connect to')
+    this.node = Math.floor(Math.random() * options.brokers.length)
+    this.broker = options.brokers[this.node]!
     const queue = options.topology.queues.find((q) => q.name === options.consume?.queue)
     if (options.consume && !queue)
       throw new Error(`queue ${options.consume.queue} is not in the topology`)
@@ -264,7 +282,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       correlationId: attributes.correlationId,
       orderKey: typeof orderKey === 'string' ? orderKey : undefined,
       bodySize: content.length,
-      broker: this.options.url,
+      broker: this.broker,
     }
     await tracePublish(span, attributes.attributes, (traced) =>
       this.publishConfirmed(message.$name, '', content, {
@@ -331,12 +349,18 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       .finally(() => (this.redeclaring = undefined))
   }
 
+  /**
+   * Connects, declares, consumes, and on any loss starts over on the next node: a node that is
+   * gone costs one refused connection, and only a whole round of failed nodes waits, backing off.
+   */
   private async run(): Promise<void> {
+    const { brokers } = this.options
     let failures = 0
     while (!this.closing) {
+      this.broker = brokers[this.node]!
       try {
         await this.open()
-        if (failures > 0) this.log.info({ url: redact(this.options.url) }, 'RabbitMQ is back')
+        if (failures > 0) this.log.info({ url: redact(this.broker) }, 'RabbitMQ is back')
         failures = 0
         await new Promise<void>((resolve) => {
           this.connection?.once('close', () => resolve())
@@ -348,8 +372,10 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         failures += 1
         if (failures === 1 || failures % 20 === 0)
           this.log.error(
-            `cannot reach RabbitMQ at ${redact(this.options.url)} (${describeError(error)}); ` +
-              'is it running? (rabbitmq-server -detached) - retrying',
+            error instanceof QueueMismatch
+              ? `${error.message} - retrying`
+              : `cannot reach RabbitMQ at ${redact(this.broker)} (${describeError(error)}); ` +
+                  'is it running? (rabbitmq-server -detached) - retrying',
           )
         await this.connection?.close().catch(() => undefined)
       } finally {
@@ -359,7 +385,10 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         this.consumer = undefined
         this.connection = undefined
       }
-      if (!this.closing) await this.pause(Math.min(100 * 2 ** failures, 5000))
+      this.node = (this.node + 1) % brokers.length
+      const round = Math.floor(failures / brokers.length)
+      if (!this.closing && failures > 0 && failures % brokers.length === 0)
+        await this.pause(Math.min(100 * 2 ** round, 5000))
     }
   }
 
@@ -374,8 +403,10 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   }
 
   private async open(): Promise<void> {
-    const connection = await amqp.connect(this.options.url.href, {
+    const connection = await amqp.connect(this.broker.href, {
       noDelay: true,
+      // A node that is gone without a word (a lost machine) must not hold up trying the next.
+      timeout: 5000,
       clientProperties: {
         connection_name: `bakery ${this.options.consume?.queue ?? 'sender'} ${process.pid}`,
       },
@@ -392,29 +423,30 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     this.connected = true
     if (this.bus) await this.consume()
     for (const waiter of this.readyWaiters) waiter()
-    this.log.info({ url: redact(this.options.url) }, 'connected to RabbitMQ, topology declared')
+    this.log.info({ url: redact(this.broker) }, 'connected to RabbitMQ, topology declared')
   }
 
   /** Every side declares the whole topology, so a message sent before its consumer ran is kept. */
   private async declare(channel: Channel): Promise<void> {
-    const { queues, deadLetterQueue } = this.options.topology
-    await channel.assertQueue(deadLetterQueue, { durable: true })
+    const { queues, deadLetterQueue: deadLetters } = this.options.topology
+    const policy = this.options.queues ?? classicQueues
+    const assert = async (queue: string, options: Options.AssertQueue) => {
+      try {
+        await channel.assertQueue(queue, options)
+      } catch (error) {
+        const vhost = decodeURIComponent(this.broker.pathname.slice(1)) || '/'
+        throw explainMismatch(queue, vhost, policy, error) ?? error
+      }
+    }
+    await assert(deadLetters, deadLetterQueue(policy))
     for (const queue of queues) {
-      await channel.assertQueue(queue.name, { durable: true })
+      await assert(queue.name, workQueue(policy, deadLetters))
       for (const message of queue.messages) {
         await channel.assertExchange(message.$name, 'fanout', { durable: true })
         await channel.bindQueue(queue.name, message.$name, '')
       }
-      for (const delay of this.retryDelays()) {
-        await channel.assertQueue(retryQueueName(queue.name, delay), {
-          durable: true,
-          arguments: {
-            'x-message-ttl': delay,
-            'x-dead-letter-exchange': '',
-            'x-dead-letter-routing-key': queue.name,
-          },
-        })
-      }
+      for (const delay of this.retryDelays())
+        await assert(retryQueueName(queue.name, delay), retryQueue(policy, delay, queue.name))
     }
   }
 
@@ -460,7 +492,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     try {
       const queue = this.options.consume?.queue ?? ''
       const attempt = this.attemptOf(delivery)
-      const traced = { delivery, queue, attempt, broker: this.options.url, cause: unwrap }
+      const traced = { delivery, queue, attempt, broker: this.broker, cause: unwrap }
       await traceProcess(traced, () => bus.receive(delivery))
       acks.ack(delivery)
       metrics.messageHandled(delivery.properties.type)

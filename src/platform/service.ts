@@ -65,7 +65,8 @@ export async function startService({
   const redis = connectRedis(config.REDIS_URL, logger, { failFast: !consume, name: 'commands' })
   const store = new EventStore(redis, namespace)
   const transport = new RabbitTransport({
-    url: config.AMQP_URL,
+    brokers: config.AMQP_URL,
+    queues: { type: config.QUEUE_TYPE, deliveryLimit: config.QUEUE_DELIVERY_LIMIT },
     topology,
     logger,
     retry: {

@@ -152,8 +152,11 @@ export interface Load {
   readonly stop: () => Promise<void>
 }
 
-/** Keeps placing orders, `concurrency` at a time, until stopped; records what was answered. */
-export function driveOrders(base: string, concurrency = 4): Load {
+/**
+ * Keeps placing orders, `concurrency` at a time, each worker pausing `pauseMs` after each answer,
+ * until stopped; records what was answered.
+ */
+export function driveOrders(base: string, concurrency = 4, pauseMs = 0): Load {
   const accepted: string[] = []
   const refused: Load['refused'] = []
   let stopping = false
@@ -177,7 +180,8 @@ export function driveOrders(base: string, concurrency = 4): Load {
         refused.push({ status, type: null })
       }
       // Refusals come back at once: do not spin on them.
-      if (status !== 202) await new Promise((resolve) => setTimeout(resolve, 20))
+      const pause = status === 202 ? pauseMs : Math.max(pauseMs, 20)
+      if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause))
     }
   }
   const workers = Promise.all(Array.from({ length: concurrency }, worker))

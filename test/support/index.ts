@@ -13,6 +13,10 @@ export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const AMQP_BASE = 'amqp://guest:guest@127.0.0.1:5672'
 export const ROOT = join(__dirname, '..', '..')
 
+/** What the retry and dead-letter tests run over: each queue type in a vhost of its own. */
+export const QUEUE_TYPES = ['classic', 'quorum'] as const
+export type QueueType = (typeof QUEUE_TYPES)[number]
+
 /** A Redis key namespace no other test uses. */
 export const uniqueNamespace = (label: string) => `test-${label}-${randomBytes(4).toString('hex')}`
 
