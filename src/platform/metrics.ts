@@ -76,6 +76,20 @@ const updateStreams = new Gauge({
   registers: [registry],
 })
 
+/** Reads each dependency's state at scrape time, from the probe the role registered. */
+let dependencyProbe: () => Record<string, boolean> = () => ({})
+new Gauge({
+  name: 'bakery_dependency_up',
+  help: 'Whether this process is connected to a dependency (redis, rabbitmq): 1 up, 0 down.',
+  labelNames: ['dependency'] as const,
+  registers: [registry],
+  collect() {
+    this.reset()
+    for (const [dependency, up] of Object.entries(dependencyProbe()))
+      this.set({ dependency }, up ? 1 : 0)
+  },
+})
+
 const seconds = (ms: number) => Math.max(0, ms) / 1000
 const typeOf = (messageType: unknown) =>
   typeof messageType === 'string' && messageType !== '' ? messageType : 'unknown'
@@ -107,6 +121,10 @@ export const metrics = {
   },
   httpRequest: (method: string, route: string, status: number, ms: number): void =>
     httpDuration.observe({ method, route, status: String(status) }, seconds(ms)),
+  /** `probe` tells, at each scrape, which dependencies are connected. */
+  reportDependencies: (probe: () => Record<string, boolean>): void => {
+    dependencyProbe = probe
+  },
   updateStreamOpened: (): void => updateStreams.inc(),
   updateStreamClosed: (): void => updateStreams.dec(),
 }

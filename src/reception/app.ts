@@ -4,6 +4,7 @@ import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import { describeError, type Logger } from '../platform/logger'
 import { metrics, metricsText } from '../platform/metrics'
+import { readinessResponse, type Readiness } from '../platform/service'
 import { markOrder } from '../platform/tracing'
 import { readHistory } from '../projections/order-history'
 import type { OrderView } from '../projections/order-view'
@@ -12,6 +13,7 @@ import {
   openApiDocument,
   type OrderAccepted,
   type OrderHistoryBody,
+  type ReadinessBody,
   type RootMessage,
 } from './contract'
 import { decodeOrThrow, readJsonObject } from './json-body'
@@ -33,8 +35,8 @@ import { streamUpdates } from './updates'
 
 export interface AppDeps extends OrdersDeps {
   readonly logger: Logger
-  /** Connected to Redis and RabbitMQ, topology declared. */
-  readonly isReady: () => boolean
+  /** Whether the reception can serve (it needs Redis), and the broker's state. */
+  readonly readiness: () => Readiness
   /** Order changes as Redis has them, for GET /orders/:key/updates. */
   readonly feed: OrderFeed
   readonly settings: {
@@ -146,9 +148,9 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   router.get('/readyz', (ctx) => {
-    const ready = deps.isReady()
-    ctx.status = ready ? 200 : 503
-    ctx.body = { status: ready ? 'ready' : 'not ready' }
+    const [status, body] = readinessResponse(deps.readiness())
+    ctx.status = status
+    ctx.body = body satisfies ReadinessBody
   })
 
   const app = new Koa()

@@ -26,7 +26,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
     now: () => new Date(),
     newOrderKey: randomOrderKey,
     logger,
-    isReady: service.isReady,
+    readiness: service.readiness,
     feed,
     settings: {
       heartbeatMs: config.SSE_HEARTBEAT_MS,
