@@ -50,7 +50,7 @@ describe('an order history', () => {
       now: () => new Date(),
       newOrderKey: randomOrderKey,
       logger: pino({ level: 'silent' }),
-      isReady: () => true,
+      readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
       ...receptionExtras(b.redis, b.redis, namespace),
     })
     const handler = app.callback()

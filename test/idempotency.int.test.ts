@@ -24,7 +24,7 @@ describe('POST /orders with an Idempotency-Key', () => {
       now: () => new Date(),
       newOrderKey: randomOrderKey,
       logger: pino({ level: 'silent' }),
-      isReady: () => true,
+      readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
       ...receptionExtras(redis, redis, namespace, { idempotencyTtlSeconds }),
     }).callback()
   const handler = appWith(TTL_SECONDS)

@@ -115,7 +115,7 @@ describe('what the reception answers matches the OpenAPI document', () => {
   }
   const up = createApp({
     ...base,
-    isReady: () => true,
+    readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
     ...receptionExtras(redis, redis, namespace),
   })
   const down = new Redis('redis://127.0.0.1:1', {
@@ -128,7 +128,7 @@ describe('what the reception answers matches the OpenAPI document', () => {
     ...base,
     store: new EventStore(down, ns),
     views: new ViewStore(down, ns),
-    isReady: () => false,
+    readiness: () => ({ ready: false, redis: 'down', rabbitmq: 'up' }),
     ...receptionExtras(down, down, namespace),
   })
   const finished = randomOrderKey()

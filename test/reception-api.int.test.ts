@@ -21,7 +21,7 @@ const app = createApp({
   now: () => new Date('2026-11-27T10:00:00.000Z'),
   newOrderKey: randomOrderKey,
   logger: pino({ level: 'silent' }),
-  isReady: () => true,
+  readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
   ...receptionExtras(redis, redis, namespace),
 })
 const handler = app.callback()
@@ -189,7 +189,7 @@ describe('reception API', () => {
       now: () => new Date(),
       newOrderKey: randomOrderKey,
       logger: pino({ level: 'silent' }),
-      isReady: () => false,
+      readiness: () => ({ ready: false, redis: 'down', rabbitmq: 'up' }),
       ...receptionExtras(down, down, namespace),
     })
     const response = await inject(downApp.callback(), {

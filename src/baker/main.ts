@@ -33,7 +33,7 @@ export async function runBaker(config: Config, logger: Logger): Promise<void> {
     stuckAfterMs: config.STUCK_ORDER_AFTER_MS,
   })
   sweeper.start()
-  const health = await startHealthServer(config.HEALTH_PORT, service.isReady, logger)
+  const health = await startHealthServer(config.HEALTH_PORT, service.readiness, logger)
   logger.info({ queue: queues.baker, prefetch: config.PREFETCH }, 'baker is at the oven')
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
     await sweeper.stop()

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { context, propagation } from '@opentelemetry/api'
 import * as t from 'io-ts'
 import { isLeft } from 'fp-ts/lib/Either'
@@ -55,23 +56,44 @@ export class MalformedEntry extends Error {
   }
 }
 
+// A resent append finds itself already there: the reply to an append was lost with its connection
+// and ioredis sent the command again after reconnecting. Each append carries an id of its own,
+// stored with its first event; when the entry after the expected version holds that id, the
+// append was done, and it answers as it would have the first time. `done` shapes that answer.
+const ALREADY_DONE = `
+local current = redis.call('XLEN', KEYS[1])
+local expected, appendId, eventCount = tonumber(ARGV[o + 1]), ARGV[o + 2], tonumber(ARGV[o + 6])
+if current > expected then
+  local fields = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', expected + 1)[expected + 1][2]
+  for f = 1, #fields - 1, 2 do
+    if fields[f] == 'append' then
+      if fields[f + 1] == appendId then return done(expected + eventCount) end
+      break
+    end
+  end
+end
+`
+
 // Checks the expected version and appends to the order stream, the global log and the outbox in
 // one atomic step: two writers can never interleave, and an event never exists without the
 // messages that announce it. Its arguments start at ARGV[o + 1], so that APPEND_ONCE can put its
 // own in front.
 const APPEND_BODY = `
-local current = redis.call('XLEN', KEYS[1])
-if current ~= tonumber(ARGV[o + 1]) then
+if current ~= expected then
   return redis.error_reply('WRONGVERSION ' .. current)
 end
-local orderKey, recordedAt, trace = ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
-local eventCount, i = tonumber(ARGV[o + 5]), o + 6
+local outboxLimit = tonumber(ARGV[o + 3])
+if outboxLimit > 0 and redis.call('XLEN', KEYS[3]) >= outboxLimit then
+  return redis.error_reply('OUTBOXFULL ' .. outboxLimit)
+end
+local orderKey, recordedAt, trace = ARGV[o + 4], ARGV[o + 5], ARGV[o + 7]
+local i = o + 8
 for n = 1, eventCount do
   local version = current + n
   local kind, event = ARGV[i], ARGV[i + 1]
   i = i + 2
   redis.call('XADD', KEYS[1], '*', 'version', version, 'type', kind, 'event', event,
-    'recordedAt', recordedAt, 'trace', trace)
+    'recordedAt', recordedAt, 'trace', trace, 'append', appendId)
   redis.call('XADD', KEYS[2], '*', 'order', orderKey, 'version', version, 'type', kind,
     'event', event, 'recordedAt', recordedAt, 'trace', trace)
 end
@@ -83,19 +105,24 @@ end
 `
 
 const APPEND = `local o = 0
+local function done(version) return version end
+${ALREADY_DONE}
 ${APPEND_BODY}
-return current + eventCount
+return done(current + eventCount)
 `
 
 // The same append, done only if the claim key (KEYS[4]) is free, which it then holds with
 // ARGV[1] for ARGV[2] seconds: of concurrent appends with one claim, exactly one writes anything.
-// The others get what the claim holds.
-const APPEND_ONCE = `local claimed = redis.call('GET', KEYS[4])
+// The others get what the claim holds. A resent append is recognised before the claim is looked
+// at: the claim it finds is its own.
+const APPEND_ONCE = `local o = 2
+local function done(version) return {'appended', version} end
+${ALREADY_DONE}
+local claimed = redis.call('GET', KEYS[4])
 if claimed then return {'claimed', claimed} end
-local o = 2
 ${APPEND_BODY}
 redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[2])
-return {'appended', current + eventCount}
+return done(current + eventCount)
 `
 
 declare module 'ioredis' {
@@ -182,6 +209,13 @@ export function decodeEntry(streamId: string, fields: readonly string[]): Stored
   }
 }
 
+/**
+ * Ids that tell one append from another: random per process, then a counter (a random id per
+ * append would cost a CSPRNG call per order).
+ */
+const appendIds = { prefix: randomBytes(9).toString('base64url'), next: 0 }
+const nextAppendId = () => `${appendIds.prefix}.${(appendIds.next++).toString(36)}`
+
 /** The event log: one Redis stream per order plus one global stream, and the outbox beside them. */
 export class EventStore {
   constructor(
@@ -251,10 +285,12 @@ export class EventStore {
   ): (string | number)[] {
     const args: (string | number)[] = [
       expectedVersion,
+      nextAppendId(),
+      0,
       orderKey,
       timestamp(this.now()),
-      JSON.stringify(currentTrace()),
       events.length,
+      JSON.stringify(currentTrace()),
     ]
     for (const event of events) args.push(event.$name, JSON.stringify(event))
     for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))

@@ -80,10 +80,29 @@ const httpDuration = new Histogram({
   buckets: LATENCY_BUCKETS,
   registers: [registry],
 })
+const requestsInFlight = new Gauge({
+  name: 'bakery_http_requests_in_flight',
+  help: 'Requests the reception is working on (MAX_REQUESTS_IN_FLIGHT caps it).',
+  registers: [registry],
+})
 const updateStreams = new Gauge({
   name: 'bakery_order_update_streams',
   help: 'Open GET /orders/:key/updates streams on this reception.',
   registers: [registry],
+})
+
+/** Reads each dependency's state at scrape time, from the probe the role registered. */
+let dependencyProbe: () => Record<string, boolean> = () => ({})
+new Gauge({
+  name: 'bakery_dependency_up',
+  help: 'Whether this process is connected to a dependency (redis, rabbitmq): 1 up, 0 down.',
+  labelNames: ['dependency'] as const,
+  registers: [registry],
+  collect() {
+    this.reset()
+    for (const [dependency, up] of Object.entries(dependencyProbe()))
+      this.set({ dependency }, up ? 1 : 0)
+  },
 })
 
 const seconds = (ms: number) => Math.max(0, ms) / 1000
@@ -119,6 +138,11 @@ export const metrics = {
   },
   httpRequest: (method: string, route: string, status: number, ms: number): void =>
     httpDuration.observe({ method, route, status: String(status) }, seconds(ms)),
+  /** `probe` tells, at each scrape, which dependencies are connected. */
+  reportDependencies: (probe: () => Record<string, boolean>): void => {
+    dependencyProbe = probe
+  },
+  requestsInFlight: (count: number): void => requestsInFlight.set(count),
   updateStreamOpened: (): void => updateStreams.inc(),
   updateStreamClosed: (): void => updateStreams.dec(),
 }

@@ -11,6 +11,11 @@ export interface RedisOptions {
    */
   readonly failFast: boolean
   readonly name: string
+  /**
+   * A command not answered in this many ms fails (REDIS_COMMAND_TIMEOUT_MS): a Redis that is
+   * connected but stalls must not hold requests forever. Not for a connection that blocks.
+   */
+  readonly commandTimeoutMs?: number
 }
 
 /**
@@ -22,7 +27,11 @@ export interface RedisOptions {
 export const RESP_PROTOCOL = 2
 
 /** A Redis connection that reconnects with backoff and says, once per outage, what is wrong. */
-export function connectRedis(url: URL, logger: Logger, { failFast, name }: RedisOptions): Redis {
+export function connectRedis(
+  url: URL,
+  logger: Logger,
+  { failFast, name, commandTimeoutMs }: RedisOptions,
+): Redis {
   const log = logger.child({ component: 'redis', connection: name })
   const redis = new Redis(url.href, {
     connectionName: `bakery-${name}`,
@@ -33,6 +42,7 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
     enableOfflineQueue: !failFast,
     maxRetriesPerRequest: failFast ? 1 : null,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
+    ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
   })
   if (tracesAreRecorded()) sendEachCommandFromItsCaller(redis)
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the

@@ -8,7 +8,7 @@ import type { Config } from './config'
 import { EventStore } from './event-store'
 import { keys, type Keys } from './keys'
 import { busLoggerFactory, type Logger } from './logger'
-import { metricsText } from './metrics'
+import { metrics, metricsText } from './metrics'
 import { OutboxRelay } from './outbox-relay'
 import { RabbitTransport } from './rabbitmq'
 import { connectRedis } from './redis'
@@ -44,12 +44,23 @@ export interface Storage {
   readonly store: EventStore
 }
 
+/** Whether a role can serve, and the state of each dependency, as `/readyz` reports it. */
+export interface Readiness {
+  readonly ready: boolean
+  readonly redis: 'up' | 'down'
+  /** Connected with the topology declared. */
+  readonly rabbitmq: 'up' | 'down'
+}
+
 /** The platform every role stands on: Redis, the event store, the bus and the outbox relay. */
 export interface Service extends Storage {
   readonly bus: BusInstance
   readonly transport: RabbitTransport
-  /** Connected to Redis and RabbitMQ, topology declared. */
-  readonly isReady: () => boolean
+  /**
+   * Ready means "can serve". A consumer needs Redis and RabbitMQ; a role that only sends (the
+   * reception) needs Redis alone: while the broker is away its outbox holds what it accepts.
+   */
+  readonly readiness: () => Readiness
   /** Stops taking work, finishes or hands back what is in hand, closes connections. */
   readonly stop: () => Promise<void>
 }
@@ -62,7 +73,12 @@ export async function startService({
 }: ServiceOptions): Promise<Service> {
   const namespace = keys(config.BAKERY_NAMESPACE)
   // Consumers hold commands while Redis is away (the message waits); the reception fails fast.
-  const redis = connectRedis(config.REDIS_URL, logger, { failFast: !consume, name: 'commands' })
+  // Its commands answer requests: a stalled Redis must not hold them, so they time out.
+  const redis = connectRedis(config.REDIS_URL, logger, {
+    failFast: !consume,
+    name: 'commands',
+    ...(consume ? {} : { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }),
+  })
   const store = new EventStore(redis, namespace)
   const transport = new RabbitTransport({
     brokers: config.AMQP_URL,
@@ -112,13 +128,27 @@ export async function startService({
     })
   outboxRelay?.start()
 
+  const readiness = (): Readiness => {
+    const redisUp = redis.status === 'ready'
+    const brokerUp = transport.isReady
+    return {
+      ready: redisUp && (brokerUp || !consume),
+      redis: redisUp ? 'up' : 'down',
+      rabbitmq: brokerUp ? 'up' : 'down',
+    }
+  }
+  metrics.reportDependencies(() => {
+    const state = readiness()
+    return { redis: state.redis === 'up', rabbitmq: state.rabbitmq === 'up' }
+  })
+
   return {
     redis,
     keys: namespace,
     store,
     bus,
     transport,
-    isReady: () => redis.status === 'ready' && transport.isReady,
+    readiness,
     stop: async () => {
       await transport.stopConsuming()
       await outboxRelay?.stop()
@@ -166,7 +196,7 @@ export function exitOnSignal(logger: Logger, timeoutMs: number, stop: () => Prom
 /** `/healthz`, `/readyz` and `/metrics` for roles without an HTTP API of their own. */
 export async function startHealthServer(
   port: number,
-  isReady: () => boolean,
+  readiness: () => Readiness,
   logger: Logger,
 ): Promise<Server> {
   const server = createServer((req, res) => {
@@ -185,13 +215,28 @@ export async function startHealthServer(
       path === '/healthz'
         ? [200, { status: 'alive' }]
         : path === '/readyz'
-          ? isReady()
-            ? [200, { status: 'ready' }]
-            : [503, { status: 'not ready' }]
+          ? readinessResponse(readiness())
           : [404, { title: 'Not Found', status: 404 }]
-    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body))
+    res
+      .writeHead(status, {
+        'content-type': 'application/json',
+        'x-content-type-options': 'nosniff',
+      })
+      .end(JSON.stringify(body))
   })
   await new Promise<void>((resolve) => server.listen(port, resolve))
   logger.info({ port: (server.address() as AddressInfo).port }, 'health endpoints listening')
   return server
+}
+
+/** The status and body of `/readyz`: 503 when the role cannot serve, and each dependency's state. */
+export function readinessResponse({
+  ready,
+  redis,
+  rabbitmq,
+}: Readiness): [
+  status: number,
+  body: Omit<Readiness, 'ready'> & { status: 'ready' | 'not ready' },
+] {
+  return [ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', redis, rabbitmq }]
 }

@@ -21,7 +21,7 @@ export async function runProjector(config: Config, logger: Logger): Promise<void
       },
     },
   })
-  const health = await startHealthServer(config.HEALTH_PORT, service.isReady, logger)
+  const health = await startHealthServer(config.HEALTH_PORT, service.readiness, logger)
   logger.info({ queue: queues.projector, prefetch: config.PREFETCH }, 'projector is folding events')
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
     await service.stop()

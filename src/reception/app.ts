@@ -4,6 +4,7 @@ import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import { describeError, type Logger } from '../platform/logger'
 import { metrics, metricsText } from '../platform/metrics'
+import { readinessResponse, type Readiness } from '../platform/service'
 import { markOrder } from '../platform/tracing'
 import { readHistory } from '../projections/order-history'
 import type { OrderView } from '../projections/order-view'
@@ -12,8 +13,10 @@ import {
   openApiDocument,
   type OrderAccepted,
   type OrderHistoryBody,
+  type ReadinessBody,
   type RootMessage,
 } from './contract'
+import { limitInFlight } from './in-flight'
 import { decodeOrThrow, readJsonObject } from './json-body'
 import type { OrderFeed } from './order-feed'
 import {
@@ -33,8 +36,8 @@ import { streamUpdates } from './updates'
 
 export interface AppDeps extends OrdersDeps {
   readonly logger: Logger
-  /** Connected to Redis and RabbitMQ, topology declared. */
-  readonly isReady: () => boolean
+  /** Whether the reception can serve (it needs Redis), and the broker's state. */
+  readonly readiness: () => Readiness
   /** Order changes as Redis has them, for GET /orders/:key/updates. */
   readonly feed: OrderFeed
   readonly settings: {
@@ -44,6 +47,8 @@ export interface AppDeps extends OrdersDeps {
     readonly idempotencyTtlSeconds: number
     /** JAEGER_UI_URL, where the storefront's trace links point. */
     readonly jaegerUi: URL
+    /** MAX_REQUESTS_IN_FLIGHT */
+    readonly maxRequestsInFlight: number
   }
 }
 
@@ -146,14 +151,15 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   router.get('/readyz', (ctx) => {
-    const ready = deps.isReady()
-    ctx.status = ready ? 200 : 503
-    ctx.body = { status: ready ? 'ready' : 'not ready' }
+    const [status, body] = readinessResponse(deps.readiness())
+    ctx.status = status
+    ctx.body = body satisfies ReadinessBody
   })
 
   const app = new Koa()
   app.use(requestMetrics)
   app.use(problemMiddleware(deps.logger))
+  app.use(limitInFlight(deps.settings.maxRequestsInFlight))
   app.use(router.routes())
   app.use(router.allowedMethods())
   // Koa would log errors to stderr a second time; the problem middleware already did.

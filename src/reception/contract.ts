@@ -41,7 +41,15 @@ export const OrderHistoryBody = t.exact(
 export type OrderHistoryBody = t.TypeOf<typeof OrderHistoryBody>
 
 export const Liveness = t.exact(t.type({ status: t.literal('alive') }))
-export const Readiness = t.exact(t.type({ status: t.keyof({ ready: null, 'not ready': null }) }))
+const DependencyState = t.keyof({ up: null, down: null })
+export const Readiness = t.exact(
+  t.type({
+    status: t.keyof({ ready: null, 'not ready': null }),
+    redis: DependencyState,
+    rabbitmq: DependencyState,
+  }),
+)
+export type ReadinessBody = t.TypeOf<typeof Readiness>
 
 /** RFC 9457 problem details, as problem.ts writes them. */
 export const ProblemDetails = t.intersection([
@@ -220,7 +228,8 @@ export function openApiDocument(): Json {
       '/readyz': {
         get: {
           operationId: 'readiness',
-          summary: 'Connected to Redis and RabbitMQ.',
+          summary:
+            'Can serve: connected to Redis (the reception accepts orders while RabbitMQ is away); the body tells each dependency.',
           responses: {
             '200': { description: 'Ready.', content: json(ref('Readiness')) },
             '503': { description: 'Not ready.', content: json(ref('Readiness')) },
