@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { Redis, Result } from 'ioredis'
 import type { Keys } from './keys'
 import { fieldRecord } from './redis'
 
@@ -33,6 +33,46 @@ export function parkedFields(
     ParkedField.outboxId,
     outboxId,
   ]
+}
+
+// Parks one outbox entry (KEYS[1]) in KEYS[2]: the copy first, so that a Redis refusing writes
+// (maxmemory) stops the script before the entry is acknowledged and deleted.
+const PARK = `
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    bakeryPark(
+      outbox: string,
+      parked: string,
+      group: string,
+      outboxId: string,
+      ...fields: string[]
+    ): Result<number, Context>
+  }
+}
+
+/** Moves an outbox entry the relay of `group` holds to the parked stream, why and when with it. */
+export async function park(
+  redis: Redis,
+  keys: { readonly outbox: string; readonly parked: string; readonly group: string },
+  outboxId: string,
+  fields: Readonly<Record<string, string>>,
+  reason: string,
+): Promise<void> {
+  // Parking is rare: the script is (re)defined where it is used.
+  redis.defineCommand('bakeryPark', { numberOfKeys: 2, lua: PARK })
+  await redis.bakeryPark(
+    keys.outbox,
+    keys.parked,
+    keys.group,
+    outboxId,
+    ...parkedFields(outboxId, fields, reason),
+  )
 }
 
 const isParkingField = (name: string) => (Object.values(ParkedField) as string[]).includes(name)
