@@ -221,7 +221,8 @@ function decodeOutboxMessage(fields: Record<string, string>): BusMessage | strin
   const name: unknown = (json as { $name?: unknown } | null)?.$name
   const definition = typeof name === 'string' ? definitions.get(name) : undefined
   if (!definition) return `unknown message ${JSON.stringify(name)}`
-  if (definition.kind !== kind) return `${definition.$name} is not a ${kind}`
+  if (definition.kind !== kind)
+    return `${definition.$name} is a ${definition.kind}, but the entry says ${kind}`
   const decoded = definition.codec.decode(json)
   if (isLeft(decoded))
     return `the message is not a valid ${definition.$name} v${definition.$version}: ${PathReporter.report(decoded).join('; ')}`
