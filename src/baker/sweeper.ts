@@ -113,6 +113,15 @@ export class Sweeper {
     const lease = await redis.set(store.keys.sweepLease, this.holder, 'PX', this.periodMs, 'NX')
     if (lease !== 'OK') return 0
     await this.index()
+    return this.resendDue(now)
+  }
+
+  /**
+   * Sends again the orders of `unfinished` that are due at `now`; resolves to how many. Safe to
+   * run in several bakers at once (what a lease that ran out allows): each order is sent by one.
+   */
+  async resendDue(now: number): Promise<number> {
+    const { redis, store } = this.options
     const due = await redis.zrangebyscore(
       store.keys.unfinished,
       '-inf',
@@ -127,7 +136,7 @@ export class Sweeper {
   }
 
   /** Brings `unfinished` up to date with the global log: placed orders in, baked ones out. */
-  private async index(): Promise<void> {
+  async index(): Promise<void> {
     const { redis, store } = this.options
     const { events, unfinished, sweepCursor } = store.keys
     let cursor = (await redis.get(sweepCursor)) ?? '0-0'
