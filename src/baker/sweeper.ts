@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { context, propagation, ROOT_CONTEXT } from '@opentelemetry/api'
-import type { ChainableCommander, Redis } from 'ioredis'
+import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { OrderBaked, OrderPlaced, PlaceOrder, type OrderEvent, type OrderKey } from '../messages'
 import { VersionConflict, type EventStore } from '../platform/event-store'
 import type { Logger } from '../platform/logger'
@@ -31,6 +31,26 @@ export interface SweeperOptions {
   readonly stuckAfterMs: number
 }
 
+// Claims an order for one resend: moves its score from before ARGV[2] (it is due) to ARGV[3] (now),
+// so that of sweeps that overlap exactly one sends it, and none again before it is due again.
+const CLAIM = `
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    bakeryClaimResend(
+      unfinished: string,
+      orderKey: string,
+      dueBefore: number,
+      now: number,
+    ): Result<number, Context>
+  }
+}
+
 /** Log entries indexed per round trip, and round trips per sweep (the rest waits for the next). */
 const INDEX_BATCH = 1000
 const INDEX_BATCHES_PER_SWEEP = 20
@@ -43,7 +63,8 @@ const RESEND_PER_SWEEP = 100
  * one and none leads: in each period the one that takes the lease (SET NX, expiring with the
  * period) sweeps. It keeps `{ns}:unfinished`, a sorted set of the orders placed and not yet baked,
  * by following the global log from `{ns}:sweep-cursor`; an order's stream has the last word.
- * Sending twice, should two sweeps ever overlap, costs a redundant message and nothing else.
+ * Each resend is claimed in the set by one atomic script, so sweeps that overlap (a lease that
+ * ran out) still send an order once per STUCK_ORDER_AFTER_MS.
  */
 export class Sweeper {
   private readonly holder = randomBytes(6).toString('hex')
@@ -53,6 +74,7 @@ export class Sweeper {
   private running: Promise<void> | undefined
 
   constructor(private readonly options: SweeperOptions) {
+    options.redis.defineCommand('bakeryClaimResend', { numberOfKeys: 1, lua: CLAIM })
     this.log = options.logger.child({ component: 'sweeper' })
     this.periodMs = Math.max(50, Math.round(options.stuckAfterMs / 4))
   }
@@ -91,6 +113,15 @@ export class Sweeper {
     const lease = await redis.set(store.keys.sweepLease, this.holder, 'PX', this.periodMs, 'NX')
     if (lease !== 'OK') return 0
     await this.index()
+    return this.resendDue(now)
+  }
+
+  /**
+   * Sends again the orders of `unfinished` that are due at `now`; resolves to how many. Safe to
+   * run in several bakers at once (what a lease that ran out allows): each order is sent by one.
+   */
+  async resendDue(now: number): Promise<number> {
+    const { redis, store } = this.options
     const due = await redis.zrangebyscore(
       store.keys.unfinished,
       '-inf',
@@ -105,7 +136,7 @@ export class Sweeper {
   }
 
   /** Brings `unfinished` up to date with the global log: placed orders in, baked ones out. */
-  private async index(): Promise<void> {
+  async index(): Promise<void> {
     const { redis, store } = this.options
     const { events, unfinished, sweepCursor } = store.keys
     let cursor = (await redis.get(sweepCursor)) ?? '0-0'
@@ -127,16 +158,18 @@ export class Sweeper {
 
   /** Sends the order's PlaceOrder again if its stream says it is still unfinished. */
   private async resend(orderKey: OrderKey, now: number): Promise<boolean> {
-    const { redis, store } = this.options
+    const { redis, store, stuckAfterMs } = this.options
+    const { unfinished } = store.keys
+    // Not again before another STUCK_ORDER_AFTER_MS, whichever baker sweeps next.
+    if ((await redis.bakeryClaimResend(unfinished, orderKey, now - stuckAfterMs, now)) !== 1)
+      return false
     try {
       const history = await store.read(orderKey)
       const command = commandToResend(history.map((stored) => stored.event))
       if (!command) {
-        await redis.zrem(store.keys.unfinished, orderKey)
+        await redis.zrem(unfinished, orderKey)
         return false
       }
-      // Not again before another STUCK_ORDER_AFTER_MS, whichever baker sweeps next.
-      await redis.zadd(store.keys.unfinished, 'XX', now, orderKey)
       // Appended at the version just read, with no event: if the order moved on meanwhile, it
       // is not stuck. The command continues the order's trace.
       const trace = propagation.extract(ROOT_CONTEXT, history[0]?.trace ?? {})
@@ -145,14 +178,13 @@ export class Sweeper {
       )
       metrics.orderResent()
       this.log.warn(
-        { orderKey, version: history.length, stuckAfterMs: this.options.stuckAfterMs },
+        { orderKey, version: history.length, stuckAfterMs },
         'order unfinished for too long: PlaceOrder sent again',
       )
       return true
     } catch (error) {
       if (error instanceof VersionConflict) return false
       this.log.warn({ err: error, orderKey }, 'cannot check or resend an unfinished order')
-      await redis.zadd(store.keys.unfinished, 'XX', now, orderKey).catch(() => undefined)
       return false
     }
   }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { Redis, Result } from 'ioredis'
 import type { Keys } from './keys'
 import { fieldRecord } from './redis'
 
@@ -17,7 +17,7 @@ export const ParkedField = {
 } as const
 
 /** A parked entry's fields: the outbox entry's, then why, when and which entry it was. */
-export function parkedFields(
+function parkedFields(
   outboxId: string,
   fields: Readonly<Record<string, string>>,
   reason: string,
@@ -33,6 +33,60 @@ export function parkedFields(
     ParkedField.outboxId,
     outboxId,
   ]
+}
+
+// Parks one outbox entry (KEYS[1]) in KEYS[2]: the copy first, so that a Redis refusing writes
+// (maxmemory) stops the script before the entry is acknowledged and deleted.
+const PARK = `
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+`
+
+// Puts a parked entry (ARGV[1] in KEYS[2]) back into the outbox (KEYS[1]) with the fields that
+// follow: the outbox entry first, so that a Redis refusing writes keeps it parked.
+const UNPARK = `
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[2], ARGV[1])
+return 1
+`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    bakeryUnpark(
+      outbox: string,
+      parked: string,
+      parkedId: string,
+      ...fields: string[]
+    ): Result<number, Context>
+    bakeryPark(
+      outbox: string,
+      parked: string,
+      group: string,
+      outboxId: string,
+      ...fields: string[]
+    ): Result<number, Context>
+  }
+}
+
+/** Moves an outbox entry the relay of `group` holds to the parked stream, why and when with it. */
+export async function park(
+  redis: Redis,
+  keys: { readonly outbox: string; readonly parked: string; readonly group: string },
+  outboxId: string,
+  fields: Readonly<Record<string, string>>,
+  reason: string,
+): Promise<void> {
+  // Parking is rare: the script is (re)defined where it is used.
+  redis.defineCommand('bakeryPark', { numberOfKeys: 2, lua: PARK })
+  await redis.bakeryPark(
+    keys.outbox,
+    keys.parked,
+    keys.group,
+    outboxId,
+    ...parkedFields(outboxId, fields, reason),
+  )
 }
 
 const isParkingField = (name: string) => (Object.values(ParkedField) as string[]).includes(name)
@@ -77,7 +131,7 @@ const BATCH = 100
 /**
  * Puts parked entries back into the outbox as they were written, for a relay that can decode them
  * (one of the newer Bakery): all of them, a batch at a time, or those with the given ids. Each
- * batch is one MULTI, so an entry is in the outbox or parked, never in neither.
+ * goes back in one script, so an entry is in the outbox or parked, never in neither.
  */
 export async function requeueParked(
   redis: Redis,
@@ -85,17 +139,12 @@ export async function requeueParked(
   choose: { readonly all: true } | { readonly ids: readonly string[] },
   onRequeued: (entry: ParkedEntry) => void,
 ): Promise<{ readonly requeued: number; readonly found: ReadonlySet<string> }> {
+  redis.defineCommand('bakeryUnpark', { numberOfKeys: 2, lua: UNPARK })
   const found = new Set<string>()
   const putBack = async (entries: [string, string[]][]) => {
-    if (entries.length === 0) return
-    const transaction = redis.multi()
     for (const [id, flat] of entries) {
       const own = Object.entries(fieldRecord(flat)).filter(([name]) => !isParkingField(name))
-      transaction.xadd(keys.outbox, '*', ...own.flat())
-      transaction.xdel(keys.parked, id)
-    }
-    for (const [error] of (await transaction.exec()) ?? []) if (error) throw error
-    for (const [id, flat] of entries) {
+      await redis.bakeryUnpark(keys.outbox, keys.parked, id, ...own.flat())
       found.add(id)
       onRequeued(describe(id, flat))
     }

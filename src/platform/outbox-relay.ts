@@ -11,7 +11,7 @@ import { parseTrace } from './event-store'
 import type { Logger } from './logger'
 import { fieldRecord } from './redis'
 import { metrics } from './metrics'
-import { parkedFields } from './outbox-parking'
+import { park } from './outbox-parking'
 
 export const RELAY_GROUP = 'relay'
 
@@ -96,27 +96,25 @@ export class OutboxRelay {
     }
   }
 
-  /** Acknowledges and deletes what was published or parked, parking the latter, in one step. */
+  /** Parks what does not decode, then acknowledges and deletes what was published. */
   private async settle(delivered: string[], undecodable: Undecodable[]): Promise<void> {
     const { redis, outboxKey, parkedKey } = this.options
-    const done = [...delivered, ...undecodable.map(({ entry }) => entry.id)]
-    if (done.length === 0) return
-    const transaction = redis.multi()
-    for (const { entry, reason } of undecodable)
-      transaction.xadd(parkedKey, '*', ...parkedFields(entry.id, entry.fields, reason))
-    const replies = await transaction
-      .xack(outboxKey, RELAY_GROUP, ...done)
-      .xdel(outboxKey, ...done)
-      .exec()
-    for (const [error] of replies ?? []) if (error) throw error
-    for (const id of delivered) metrics.relayed(id)
     for (const { entry, reason } of undecodable) {
+      const where = { outbox: outboxKey, parked: parkedKey, group: RELAY_GROUP }
+      await park(redis, where, entry.id, entry.fields, reason)
       metrics.outboxParked()
       this.log.error(
         { id: entry.id, reason, parked: parkedKey },
         'outbox entry cannot be decoded; parked (bakery dead-letters list)',
       )
     }
+    if (delivered.length === 0) return
+    await redis
+      .multi()
+      .xack(outboxKey, RELAY_GROUP, ...delivered)
+      .xdel(outboxKey, ...delivered)
+      .exec()
+    for (const id of delivered) metrics.relayed(id)
   }
 
   private async ensureGroup(): Promise<void> {
@@ -223,7 +221,8 @@ function decodeOutboxMessage(fields: Record<string, string>): BusMessage | strin
   const name: unknown = (json as { $name?: unknown } | null)?.$name
   const definition = typeof name === 'string' ? definitions.get(name) : undefined
   if (!definition) return `unknown message ${JSON.stringify(name)}`
-  if (definition.kind !== kind) return `${definition.$name} is not a ${kind}`
+  if (definition.kind !== kind)
+    return `${definition.$name} is a ${definition.kind}, but the entry says ${kind}`
   const decoded = definition.codec.decode(json)
   if (isLeft(decoded))
     return `the message is not a valid ${definition.$name} v${definition.$version}: ${PathReporter.report(decoded).join('; ')}`
