@@ -39,6 +39,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
   })
   // Clients that send slowly (slowloris) or idle on a kept-alive connection are cut off; Node
   // checks these timeouts every connectionsCheckingInterval, by default only every 30 s.
+  const handle = app.callback()
   const server = createServer(
     {
       headersTimeout: config.HTTP_HEADERS_TIMEOUT_MS,
@@ -46,7 +47,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
       keepAliveTimeout: config.HTTP_KEEP_ALIVE_TIMEOUT_MS,
       connectionsCheckingInterval: Math.min(1000, config.HTTP_HEADERS_TIMEOUT_MS),
     },
-    app.callback(),
+    (req, res) => void handle(req, res),
   )
   server.listen(config.PORT)
   server.on('clientError', answerClientError)
