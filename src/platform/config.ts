@@ -190,10 +190,25 @@ export const variables = {
     '15000',
     'Interval of the comment lines that keep an idle GET /orders/:key/updates stream open through proxies.',
   ),
+  SSE_MAX_STREAMS_PER_CLIENT: variable(
+    IntFromString(1, 1_000_000),
+    '32',
+    'GET /orders/:key/updates streams one client address may have open at once; past it, 429.',
+  ),
+  SSE_MAX_STREAM_SECONDS: variable(
+    IntFromString(1, 86_400),
+    '900',
+    'How long an update stream stays open; then it ends and the client reconnects with Last-Event-ID.',
+  ),
   IDEMPOTENCY_TTL_SECONDS: variable(
     IntFromString(1, 31_536_000),
     '86400',
     'How long POST /orders remembers an Idempotency-Key (a retry after that places a new order).',
+  ),
+  OUTBOX_MAX_DEPTH: variable(
+    IntFromString(0, 100_000_000),
+    '100000',
+    'The reception answers 503 to new orders while the outbox holds this many entries (0 = no limit).',
   ),
   REDIS_COMMAND_TIMEOUT_MS: variable(
     IntFromString(10, 600_000),

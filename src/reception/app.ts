@@ -2,6 +2,7 @@ import Koa, { type Context, type Next } from 'koa'
 import Router from '@koa/router'
 import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
+import { OutboxFull } from '../platform/event-store'
 import { describeError, type Logger } from '../platform/logger'
 import { metrics, metricsText } from '../platform/metrics'
 import { readinessResponse, type Readiness } from '../platform/service'
@@ -32,7 +33,7 @@ import { Problem, problemMiddleware, problems } from './problem'
 import { STOREFRONT_CSP, storefrontPage } from './storefront/page'
 import { storefrontScript } from './storefront/script'
 import { storefrontStyles } from './storefront/styles'
-import { streamUpdates } from './updates'
+import { StreamLimits, streamUpdates } from './updates'
 
 export interface AppDeps extends OrdersDeps {
   readonly logger: Logger
@@ -49,6 +50,10 @@ export interface AppDeps extends OrdersDeps {
     readonly jaegerUi: URL
     /** MAX_REQUESTS_IN_FLIGHT */
     readonly maxRequestsInFlight: number
+    /** SSE_MAX_STREAMS_PER_CLIENT */
+    readonly maxStreamsPerClient: number
+    /** SSE_MAX_STREAM_SECONDS */
+    readonly maxStreamSeconds: number
   }
 }
 
@@ -59,6 +64,14 @@ export function createApp(deps: AppDeps): Koa {
   const router = new Router()
 
   const page = storefrontPage(deps.settings.jaegerUi)
+  const updates = {
+    ...deps,
+    heartbeatMs: deps.settings.heartbeatMs,
+    limits: new StreamLimits(
+      deps.settings.maxStreamsPerClient,
+      deps.settings.maxStreamSeconds * 1000,
+    ),
+  }
   const contract = JSON.stringify(openApiDocument())
 
   // API clients (curl's */*, application/json) get the original's JSON; browsers get the page.
@@ -128,10 +141,7 @@ export function createApp(deps: AppDeps): Koa {
     const key = OrderKey.decode(ctx.params.key)
     if (isRight(key)) markOrder(key.right)
     const found =
-      isRight(key) &&
-      (await unavailableOnError(deps, () =>
-        streamUpdates(ctx, { ...deps, heartbeatMs: deps.settings.heartbeatMs }, key.right),
-      ))
+      isRight(key) && (await unavailableOnError(deps, () => streamUpdates(ctx, updates, key.right)))
     if (!found) throw problems.noSuchOrder(ctx.params.key)
   })
 
@@ -157,6 +167,7 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   const app = new Koa()
+  app.use(noSniff)
   app.use(requestMetrics)
   app.use(problemMiddleware(deps.logger))
   app.use(limitInFlight(deps.settings.maxRequestsInFlight))
@@ -173,6 +184,10 @@ async function unavailableOnError<T>(deps: AppDeps, work: () => Promise<T>): Pro
     return await work()
   } catch (error) {
     if (error instanceof Problem) throw error
+    if (error instanceof OutboxFull)
+      throw problems.unavailable(
+        'the reception has a backlog of orders still to pass on to the bakers; try again shortly',
+      )
     // One short line per refused request: the outage itself is announced by the connection.
     deps.logger.warn(
       { reason: describeError(error) },
@@ -191,6 +206,12 @@ function idempotencyKeyOf(ctx: Context): string | undefined {
       'the Idempotency-Key header must be 1 to 255 visible ASCII characters (a UUID will do)',
     )
   return key
+}
+
+/** Browsers must take every body as the type it is sent with, never guess a riskier one. */
+async function noSniff(ctx: Context, next: Next): Promise<void> {
+  ctx.set('x-content-type-options', 'nosniff')
+  await next()
 }
 
 /**

@@ -13,7 +13,10 @@ const EXEMPT = new Set(['/healthz', '/readyz', '/metrics'])
 export function limitInFlight(max: number) {
   let inFlight = 0
   return async (ctx: Context, next: Next): Promise<void> => {
-    if (EXEMPT.has(ctx.path)) return next()
+    if (EXEMPT.has(ctx.path)) {
+      await next()
+      return
+    }
     if (inFlight >= max)
       throw problems.unavailable('the reception is at capacity; try again shortly')
     inFlight += 1

@@ -16,8 +16,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
   // One blocking connection serves every update stream of this reception (see order-feed.ts).
   const feed = new OrderFeed({
     reader: connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'order-updates' }),
-    commands: service.redis,
-    keys: service.keys,
+    store: service.store,
     logger,
   })
   feed.start()
@@ -26,6 +25,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
     views: new ViewStore(service.redis, service.keys),
     now: () => new Date(),
     newOrderKey: randomOrderKey,
+    outboxLimit: config.OUTBOX_MAX_DEPTH,
     logger,
     readiness: service.readiness,
     feed,
@@ -34,10 +34,13 @@ export async function runReception(config: Config, logger: Logger): Promise<void
       idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
       jaegerUi: config.JAEGER_UI_URL,
       maxRequestsInFlight: config.MAX_REQUESTS_IN_FLIGHT,
+      maxStreamsPerClient: config.SSE_MAX_STREAMS_PER_CLIENT,
+      maxStreamSeconds: config.SSE_MAX_STREAM_SECONDS,
     },
   })
   // Clients that send slowly (slowloris) or idle on a kept-alive connection are cut off; Node
   // checks these timeouts every connectionsCheckingInterval, by default only every 30 s.
+  const handle = app.callback()
   const server = createServer(
     {
       headersTimeout: config.HTTP_HEADERS_TIMEOUT_MS,
@@ -45,7 +48,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
       keepAliveTimeout: config.HTTP_KEEP_ALIVE_TIMEOUT_MS,
       connectionsCheckingInterval: Math.min(1000, config.HTTP_HEADERS_TIMEOUT_MS),
     },
-    app.callback(),
+    (req, res) => void handle(req, res),
   )
   server.listen(config.PORT)
   server.on('clientError', answerClientError)
