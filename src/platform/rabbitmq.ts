@@ -301,10 +301,25 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         routingKey,
         content,
         { ...options, persistent: true, contentType: 'application/json' },
-        (error) =>
-          error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(),
+        (error) => {
+          if (!error) return resolve()
+          const failure = error instanceof Error ? error : new Error(String(error))
+          reject(failure)
+          // amqplib's word for a basic.nack; a channel that closed says 'channel closed'.
+          if (failure.message === 'message nacked') this.refused(channel)
+        },
       )
     })
+  }
+
+  /**
+   * A channel on which the broker refused a publish is replaced. A quorum queue refuses every
+   * publish of a channel that first published while the queue was changing leader: that channel
+   * keeps asking the old leader, which is gone (seen on RabbitMQ 3.10 with `reject-publish`).
+   */
+  private refused(channel: ConfirmChannel): void {
+    if (channel === this.publisher)
+      this.dropConnection(new Error('RabbitMQ refused a publish; starting afresh'))
   }
 
   /**
