@@ -43,6 +43,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --bake-time-scale X  BAKE_TIME_SCALE (default 0: instant bakes)
   --tracing on|off|both  Bakery with tracing exported to a local OTLP sink, without, or both
                        (default both)
+  --queue-type T       classic or quorum: QUEUE_TYPE of Bakery's queues, and the baseline's
+                       queues of the same type (default classic)
   --no-baseline        skip the baseline run
   --scaling            BAKE_TIME_SCALE=1, bakers 1,2,4, tracing off, no baseline
   --cpu-prof ROLES     write V8 CPU profiles of these Bakery roles (reception,baker,projector
@@ -59,6 +61,7 @@ interface Options {
   readonly prefetch: number | undefined
   readonly bakeTimeScale: number
   readonly tracing: 'on' | 'off' | 'both'
+  readonly queueType: 'classic' | 'quorum'
   readonly baseline: boolean
   readonly cpuProf: readonly string[]
   readonly build: boolean
@@ -76,6 +79,7 @@ function parseOptions(argv: string[]): Options {
       prefetch: { type: 'string' },
       'bake-time-scale': { type: 'string', default: '0' },
       tracing: { type: 'string', default: 'both' },
+      'queue-type': { type: 'string', default: 'classic' },
       'no-baseline': { type: 'boolean', default: false },
       scaling: { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
@@ -97,6 +101,9 @@ function parseOptions(argv: string[]): Options {
   const tracing = values.tracing
   if (tracing !== 'on' && tracing !== 'off' && tracing !== 'both')
     throw new Error('--tracing must be on, off or both')
+  const queueType = values['queue-type']
+  if (queueType !== 'classic' && queueType !== 'quorum')
+    throw new Error('--queue-type must be classic or quorum')
   const scaling = values.scaling
   return {
     durationS: positive('duration', values.duration),
@@ -107,6 +114,7 @@ function parseOptions(argv: string[]): Options {
     prefetch: values.prefetch === undefined ? undefined : positive('prefetch', values.prefetch),
     bakeTimeScale: scaling ? 1 : Number(values['bake-time-scale']),
     tracing: scaling ? 'off' : tracing,
+    queueType,
     baseline: !scaling && !values['no-baseline'],
     cpuProf:
       values['cpu-prof'] === 'all'
@@ -248,6 +256,7 @@ interface OrderTimes {
 interface BakeryOptions {
   readonly bakers: number
   readonly tracing: boolean
+  readonly queueType: 'classic' | 'quorum'
   readonly prefetch: number | undefined
   readonly bakeTimeScale: number
   readonly cpuProf: readonly string[]
@@ -265,6 +274,7 @@ async function startBakery(label: string, o: BakeryOptions): Promise<System> {
     PORT: String(port),
     HEALTH_PORT: '0',
     BAKE_TIME_SCALE: String(o.bakeTimeScale),
+    QUEUE_TYPE: o.queueType,
     LOG_LEVEL: 'info',
     ...(o.prefetch ? { PREFETCH: String(o.prefetch) } : {}),
     ...(sink
@@ -361,7 +371,10 @@ function buildBaseline(): string {
   return file
 }
 
-async function startBaseline(prefetch: number | undefined): Promise<System> {
+async function startBaseline(
+  prefetch: number | undefined,
+  queueType: 'classic' | 'quorum',
+): Promise<System> {
   const namespace = newNamespace('baseline')
   const amqpUrl = await newVhost('baseline')
   const port = await freePort()
@@ -372,6 +385,7 @@ async function startBaseline(prefetch: number | undefined): Promise<System> {
     REDIS_URL,
     PORT: String(port),
     PREFETCH: String(prefetch ?? 32),
+    QUEUE_TYPE: queueType,
     NODE_PATH: join(ROOT, 'node_modules'),
   }
   const processes = [
@@ -826,11 +840,12 @@ async function main(): Promise<void> {
   const bakeryOptions = (bakers: number, tracing: boolean): BakeryOptions => ({
     bakers,
     tracing,
+    queueType: o.queueType,
     prefetch: o.prefetch,
     bakeTimeScale: o.bakeTimeScale,
     cpuProf: o.cpuProf,
   })
-  if (o.baseline) await measureOne('baseline', () => startBaseline(o.prefetch))
+  if (o.baseline) await measureOne('baseline', () => startBaseline(o.prefetch, o.queueType))
   for (const bakers of o.bakers) {
     const suffix = o.bakers.length > 1 ? `-${bakers}bakers` : ''
     if (o.tracing !== 'on')
@@ -855,6 +870,7 @@ async function main(): Promise<void> {
       connections: o.connections,
       bakers: o.bakers.join(','),
       prefetch: o.prefetch ?? 'default',
+      queueType: o.queueType,
       bakeTimeScale: o.bakeTimeScale,
       cpus: cpus().length,
       node: process.version,

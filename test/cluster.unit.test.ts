@@ -7,7 +7,9 @@ import { describe, it } from 'node:test'
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1'
 import { Job } from 'kubernetes-models/batch/v1'
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
-import { ConfigMap, Secret, Service } from 'kubernetes-models/v1'
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
+import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1'
+import { ConfigMap, Secret, Service, ServiceAccount } from 'kubernetes-models/v1'
 import type { IContainer } from 'kubernetes-models/v1/Container'
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec'
 import type { IProbe } from 'kubernetes-models/v1/Probe'
@@ -51,6 +53,10 @@ interface Cluster {
   readonly configMaps: ReadonlyMap<string, Record<string, string>>
   readonly secrets: ReadonlyMap<string, Record<string, string>>
   readonly policies: readonly NetworkPolicy[]
+  readonly budgets: readonly PodDisruptionBudget[]
+  readonly serviceAccounts: readonly ServiceAccount[]
+  readonly roles: readonly Role[]
+  readonly roleBindings: readonly RoleBinding[]
 }
 
 function loadCluster(): Cluster {
@@ -64,6 +70,10 @@ function loadCluster(): Cluster {
   const configMaps = new Map<string, Record<string, string>>()
   const secrets = new Map<string, Record<string, string>>()
   const policies: NetworkPolicy[] = []
+  const budgets: PodDisruptionBudget[] = []
+  const serviceAccounts: ServiceAccount[] = []
+  const roles: Role[] = []
+  const roleBindings: RoleBinding[] = []
   for (const file of files) {
     for (const doc of parseAllDocuments(readFileSync(join(ROOT, file), 'utf8'))) {
       assert.deepEqual(doc.errors, [], `${file} is not valid YAML`)
@@ -83,10 +93,26 @@ function loadCluster(): Cluster {
       else if (model instanceof ConfigMap) configMaps.set(name, model.data ?? {})
       else if (model instanceof Secret) secrets.set(name, secretValues(model))
       else if (model instanceof NetworkPolicy) policies.push(model)
+      else if (model instanceof PodDisruptionBudget) budgets.push(model)
+      else if (model instanceof ServiceAccount) serviceAccounts.push(model)
+      else if (model instanceof Role) roles.push(model)
+      else if (model instanceof RoleBinding) roleBindings.push(model)
       else workloads.push(toWorkload(model, name, file))
     }
   }
-  return { files, objects, workloads, services, configMaps, secrets, policies }
+  return {
+    files,
+    objects,
+    workloads,
+    services,
+    configMaps,
+    secrets,
+    policies,
+    budgets,
+    serviceAccounts,
+    roles,
+    roleBindings,
+  }
 }
 
 function toModel(raw: unknown, file: string) {
@@ -97,6 +123,10 @@ function toModel(raw: unknown, file: string) {
   if (ConfigMap.is(raw)) return new ConfigMap(raw)
   if (Secret.is(raw)) return new Secret(raw)
   if (NetworkPolicy.is(raw)) return new NetworkPolicy(raw)
+  if (PodDisruptionBudget.is(raw)) return new PodDisruptionBudget(raw)
+  if (ServiceAccount.is(raw)) return new ServiceAccount(raw)
+  if (Role.is(raw)) return new Role(raw)
+  if (RoleBinding.is(raw)) return new RoleBinding(raw)
   const { apiVersion, kind } = (raw ?? {}) as { apiVersion?: unknown; kind?: unknown }
   assert.fail(`${file}: no schema here for apiVersion ${String(apiVersion)} kind ${String(kind)}`)
 }
@@ -310,6 +340,15 @@ function execForm(text: string | undefined): string[] | undefined {
 }
 
 const cluster = loadCluster()
+
+/** The RabbitMQ nodes a role's AMQP_URL names, read as the config module reads them. */
+function rabbitNodes(name: (typeof ROLES)[number]): readonly URL[] {
+  const value = environment(role(cluster, name).c, cluster).get('AMQP_URL')
+  assert.ok(value, `${name}: AMQP_URL unset, so it would use ${variables.AMQP_URL.default}`)
+  const decoded = variables.AMQP_URL.codec.decode(value)
+  assert.ok(decoded._tag === 'Right', `${name}: AMQP_URL=${value} would not start`)
+  return decoded.right
+}
 
 describe('k8s/ manifests', () => {
   it('validate against the Kubernetes schemas, one name per kind', () => {
@@ -557,26 +596,16 @@ describe('the Bakery roles in k8s/', () => {
     assert.ok(credentials)
     for (const name of ROLES) {
       const env = environment(role(cluster, name).c, cluster)
-      for (const [key, host, password, user] of [
-        ['REDIS_URL', 'redis', credentials['redis-password'], undefined],
-        [
-          'AMQP_URL',
-          'rabbitmq',
-          credentials['rabbitmq-password'],
-          credentials['rabbitmq-username'],
-        ],
-      ] as const) {
-        const value = env.get(key)
-        assert.ok(value, `${name}: ${key} unset, so it would use ${variables[key].default}`)
-        const url = new URL(value)
-        assert.equal(url.hostname, host, `${name}: ${key} host`)
-        const ports = serviceFor(cluster, host).spec?.ports?.map((p) => p.port) ?? []
-        assert.ok(
-          ports.includes(Number(url.port)),
-          `${name}: ${key} port ${url.port} is not served`,
-        )
-        assert.equal(url.password, password, `${name}: ${key} password`)
-        if (user !== undefined) assert.equal(url.username, user, `${name}: ${key} user`)
+      const value = env.get('REDIS_URL')
+      assert.ok(value, `${name}: REDIS_URL unset, so it would use ${variables.REDIS_URL.default}`)
+      const redis = new URL(value)
+      assert.equal(redis.hostname, 'redis', `${name}: REDIS_URL host`)
+      const ports = serviceFor(cluster, 'redis').spec?.ports?.map((p) => p.port) ?? []
+      assert.ok(ports.includes(Number(redis.port)), `${name}: REDIS_URL port is not served`)
+      assert.equal(redis.password, credentials['redis-password'], `${name}: REDIS_URL password`)
+      for (const url of rabbitNodes(name)) {
+        assert.equal(url.password, credentials['rabbitmq-password'], `${name}: AMQP_URL password`)
+        assert.equal(url.username, credentials['rabbitmq-username'], `${name}: AMQP_URL user`)
       }
       const otlp = new URL(env.get('OTEL_EXPORTER_OTLP_ENDPOINT') ?? 'http://localhost:4318')
       const jaegerPorts = serviceFor(cluster, otlp.hostname).spec?.ports?.map((p) => p.port) ?? []
@@ -647,6 +676,104 @@ describe('the Bakery roles in k8s/', () => {
     const url = new URL(args[args.indexOf('--url') + 1] ?? '')
     const ports = serviceFor(cluster, url.hostname).spec?.ports?.map((p) => p.port)
     assert.ok(ports?.includes(Number(url.port)), `load test aims at ${url.href}`)
+  })
+})
+
+describe('RabbitMQ in k8s/', () => {
+  const rabbit = cluster.workloads.find((w) => w.kind === 'StatefulSet' && w.name === 'rabbitmq')
+  assert.ok(rabbit, 'no StatefulSet rabbitmq')
+  const container = rabbit.pod.containers.find((c) => c.name === 'rabbitmq')
+  assert.ok(container)
+  const env = environment(container, cluster)
+  const headless = serviceFor(cluster, rabbit.serviceName ?? '')
+  const config = cluster.configMaps.get('rabbitmq-config') ?? {}
+  /** rabbitmq.conf's `key = value` lines. */
+  const conf = new Map(
+    (config['30-bakery.conf'] ?? '')
+      .split('\n')
+      .map((line) => /^\s*([\w.]+)\s*=\s*(.*?)\s*$/.exec(line))
+      .flatMap((m) => (m ? [[m[1]!, m[2]!] as const] : [])),
+  )
+  const mounted = (path: string) =>
+    container.volumeMounts?.find((m) => m.mountPath === path)?.subPath
+
+  it('runs three nodes, each with a DNS name published before it is ready', () => {
+    assert.equal(rabbit.replicas, 3)
+    assert.equal(headless.spec?.clusterIP, 'None', `${headless.metadata?.name} is not headless`)
+    assert.equal(headless.spec?.publishNotReadyAddresses, true, 'nodes must find unready peers')
+    const ports = (headless.spec?.ports ?? []).map((p) => p.targetPort)
+    for (const port of ['amqp', 'epmd', 'cluster']) assert.ok(ports.includes(port), port)
+  })
+
+  it('forms one cluster by Kubernetes peer discovery, with the plugin, the RBAC and one cookie', () => {
+    assert.equal(mounted('/etc/rabbitmq/enabled_plugins'), 'enabled_plugins')
+    assert.match(
+      config.enabled_plugins ?? '',
+      /^\[([\w,\s]*\b)?rabbitmq_peer_discovery_k8s\b.*\]\.\s*$/,
+    )
+    assert.equal(mounted('/etc/rabbitmq/conf.d/30-bakery.conf'), '30-bakery.conf')
+    assert.match(
+      conf.get('cluster_formation.peer_discovery_backend') ?? '',
+      /^(rabbit_peer_discovery_)?k8s$/,
+    )
+    assert.equal(conf.get('cluster_formation.k8s.service_name'), headless.metadata?.name)
+    // address_type = hostname: a node is named after its DNS name under the headless Service.
+    assert.equal(conf.get('cluster_formation.k8s.address_type'), 'hostname')
+    assert.equal(env.get('RABBITMQ_USE_LONGNAME'), 'true')
+    const suffix = env.get('K8S_HOSTNAME_SUFFIX') ?? ''
+    assert.ok(suffix.startsWith(`.${headless.metadata?.name}.`), suffix)
+    assert.equal(env.get('RABBITMQ_NODENAME'), `rabbit@${env.get('MY_POD_NAME')}${suffix}`)
+
+    const account = rabbit.pod.serviceAccountName
+    assert.ok(
+      cluster.serviceAccounts.some((a) => a.metadata?.name === account),
+      `${account}`,
+    )
+    assert.notEqual(rabbit.pod.automountServiceAccountToken, false, 'peer discovery needs a token')
+    const granted = cluster.roleBindings
+      .filter((b) => b.subjects?.some((s) => s.kind === 'ServiceAccount' && s.name === account))
+      .flatMap((b) => cluster.roles.filter((r) => r.metadata?.name === b.roleRef.name))
+      .flatMap((r) => r.rules ?? [])
+    assert.ok(
+      granted.some(
+        (rule) =>
+          rule.apiGroups?.includes('') &&
+          rule.resources?.includes('endpoints') &&
+          rule.verbs.includes('get'),
+      ),
+      `${account} may not get endpoints`,
+    )
+
+    const cookie = cluster.secrets.get('bakery-credentials')?.['rabbitmq-erlang-cookie']
+    assert.ok(cookie, 'no Erlang cookie in the Secret')
+    for (const name of ['RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS', 'RABBITMQ_CTL_ERL_ARGS'])
+      assert.match(env.get(name) ?? '', new RegExp(`-setcookie ${cookie}\\b`), name)
+  })
+
+  it('keeps a majority of the nodes through voluntary disruptions', () => {
+    const budgets = cluster.budgets.filter((b) => matches(b.spec?.selector, rabbit.podLabels))
+    assert.equal(budgets.length, 1, 'one PodDisruptionBudget for the RabbitMQ pods')
+    const majority = Math.floor(rabbit.replicas / 2) + 1
+    const { minAvailable, maxUnavailable } = budgets[0]!.spec ?? {}
+    assert.ok(
+      minAvailable === majority || maxUnavailable === rabbit.replicas - majority,
+      `minAvailable ${minAvailable} / maxUnavailable ${maxUnavailable}: a drain may take the majority`,
+    )
+  })
+
+  it('gives every role every node, and quorum queues', () => {
+    const nodes = Array.from(
+      { length: rabbit.replicas },
+      (_, i) => `${rabbit.name}-${i}.${headless.metadata?.name}`,
+    )
+    const served = (headless.spec?.ports ?? []).map((p) => p.port)
+    for (const name of ROLES) {
+      const urls = rabbitNodes(name)
+      assert.deepEqual(urls.map((u) => u.hostname).sort(), nodes, `${name}: AMQP_URL nodes`)
+      for (const url of urls)
+        assert.ok(served.includes(Number(url.port)), `${name}: ${url.host} is not served`)
+      assert.equal(environment(role(cluster, name).c, cluster).get('QUEUE_TYPE'), 'quorum')
+    }
   })
 })
 
@@ -726,6 +853,13 @@ describe('NetworkPolicies', () => {
     ] as const) {
       const { pod, port } = portOf(name, portName)
       assert.deepEqual([...allowed(pod, port)].sort(), [...ROLES].sort(), `who reaches ${name}`)
+    }
+  })
+
+  it('let the RabbitMQ nodes, and only them, reach each other for clustering', () => {
+    for (const portName of ['epmd', 'cluster']) {
+      const { pod, port } = portOf('rabbitmq', portName)
+      assert.deepEqual([...allowed(pod, port)], ['rabbitmq'], `who reaches rabbitmq:${port}`)
     }
   })
 

@@ -127,6 +127,35 @@ describe('QUEUE_TYPE=quorum', () => {
     }
   })
 
+  it('replaces a channel on which the broker refused a publish, and publishes through the new one', async () => {
+    const other = await createVhost('refused')
+    vhosts.push(other)
+    const service = await start(other, { QUEUE_TYPE: 'quorum' })
+    assert.ok(await service.transport.waitUntilReady(10_000))
+    // A second queue bound to PlaceOrder that refuses everything: the publish is nacked.
+    const connection = await amqp.connect(other.url)
+    const channel = await connection.createChannel()
+    await channel.assertQueue('full', {
+      arguments: { 'x-max-length': 0, 'x-overflow': 'reject-publish' },
+    })
+    await channel.bindQueue('full', PlaceOrder.$name, '')
+    const command = PlaceOrder.create({
+      orderKey: randomOrderKey(),
+      customer: 'homer',
+      pastry: 'donut',
+      orderTime: timestamp(new Date()),
+    })
+    const connected = () =>
+      lines.filter((l) => l.includes(other.name) && l.includes('topology declared'))
+    await assert.rejects(service.bus.send(command), /message nacked/)
+    await waitFor('a fresh connection', () => connected().length === 2)
+    assert.ok(lines.some((l) => l.includes('RabbitMQ refused a publish; starting afresh')))
+    await channel.unbindQueue('full', PlaceOrder.$name, '')
+    await connection.close()
+    assert.ok(await service.transport.waitUntilReady(10_000))
+    await service.bus.send(command)
+  })
+
   it('says in one line which queue is of the other type and what to do, and starts once it is gone', async () => {
     const vhost = vhosts[1]!
     const classic = await start(vhost, {})

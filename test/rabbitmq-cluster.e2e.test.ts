@@ -145,7 +145,9 @@ describe('quorum queues on a three-node cluster that loses a node', { timeout: 2
     const moved = roles.filter((role) => /lost the connection to RabbitMQ/.test(role.output()))
     assert.ok(moved.length >= 1, 'the role that declared the queues was connected to their leader')
     for (const role of moved)
-      assert.equal(role.output().match(/connected to RabbitMQ, topology declared/g)?.length, 2)
+      assert.ok(
+        (role.output().match(/connected to RabbitMQ, topology declared/g)?.length ?? 0) >= 2,
+      )
 
     await explained(
       waitFor(

@@ -21,6 +21,7 @@ interface Settings {
   readonly namespace: string
   readonly port: number
   readonly prefetch: number
+  readonly queueType: string
 }
 
 function settings(): Settings {
@@ -32,6 +33,7 @@ function settings(): Settings {
     namespace: env.BAKERY_NAMESPACE ?? 'baseline',
     port: Number(env.PORT ?? '0'),
     prefetch: Number(env.PREFETCH ?? '32'),
+    queueType: env.QUEUE_TYPE ?? 'classic',
   }
 }
 
@@ -48,14 +50,17 @@ interface Baked extends Order {
   readonly bakedAt: string
 }
 
-async function connect(url: string): Promise<{ publisher: ConfirmChannel; consumer: Channel }> {
-  const connection = await amqp.connect(url, { noDelay: true })
+async function connect(s: Settings): Promise<{ publisher: ConfirmChannel; consumer: Channel }> {
+  const connection = await amqp.connect(s.amqpUrl, { noDelay: true })
   const publisher = await connection.createConfirmChannel()
   const consumer = await connection.createChannel()
   // The same topology as Bakery's: a durable fanout exchange per message, a durable queue each.
   for (const name of [COMMANDS, EVENTS]) {
     await publisher.assertExchange(name, 'fanout', { durable: true })
-    await publisher.assertQueue(name, { durable: true })
+    await publisher.assertQueue(name, {
+      durable: true,
+      ...(s.queueType === 'quorum' ? { arguments: { 'x-queue-type': 'quorum' } } : {}),
+    })
     await publisher.bindQueue(name, name, '')
   }
   const close = () => void connection.close().finally(() => process.exit(0))
@@ -94,7 +99,7 @@ function consume(
 }
 
 async function reception(s: Settings): Promise<void> {
-  const { publisher } = await connect(s.amqpUrl)
+  const { publisher } = await connect(s)
   const redis = new Redis(s.redisUrl)
   const router = new Router()
   router.post('/orders', async (ctx) => {
@@ -140,7 +145,7 @@ async function reception(s: Settings): Promise<void> {
 }
 
 async function worker(s: Settings): Promise<void> {
-  const { publisher, consumer } = await connect(s.amqpUrl)
+  const { publisher, consumer } = await connect(s)
   await consume(consumer, COMMANDS, s.prefetch, async (body) => {
     const baked: Baked = { ...(body as Order), bakedAt: new Date().toISOString() }
     await publish(publisher, EVENTS, baked)
@@ -157,7 +162,7 @@ return 1
 `
 
 async function writer(s: Settings): Promise<void> {
-  const { consumer } = await connect(s.amqpUrl)
+  const { consumer } = await connect(s)
   const redis = new Redis(s.redisUrl)
   const sha = (await redis.script('LOAD', STORE)) as string
   await consume(consumer, EVENTS, s.prefetch, async (body) => {

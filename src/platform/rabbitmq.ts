@@ -327,9 +327,15 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
           contentType: 'application/json',
         },
         (error) => {
-          if (error) reject(error instanceof Error ? error : new Error(String(error)))
-          else if (this.returned.delete(messageId)) reject(new Unroutable(exchange, routingKey))
-          else resolve()
+          if (!error) {
+            if (this.returned.delete(messageId)) reject(new Unroutable(exchange, routingKey))
+            else resolve()
+            return
+          }
+          const failure = error instanceof Error ? error : new Error(String(error))
+          reject(failure)
+          // amqplib's word for a basic.nack; a channel that closed says 'channel closed'.
+          if (failure.message === 'message nacked') this.refused(channel)
         },
       )
     })
@@ -347,6 +353,16 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     this.redeclaring = this.declare(channel)
       .catch((error: unknown) => this.dropConnection(error))
       .finally(() => (this.redeclaring = undefined))
+  }
+
+  /**
+   * A channel on which the broker refused a publish is replaced. A quorum queue refuses every
+   * publish of a channel that first published while the queue was changing leader: that channel
+   * keeps asking the old leader, which is gone (seen on RabbitMQ 3.10 with `reject-publish`).
+   */
+  private refused(channel: ConfirmChannel): void {
+    if (channel === this.publisher)
+      this.dropConnection(new Error('RabbitMQ refused a publish; starting afresh'))
   }
 
   /**
