@@ -3,7 +3,13 @@ import assert from 'node:assert/strict'
 import amqp from 'amqplib'
 import pino from 'pino'
 import { Redis } from 'ioredis'
-import { OrderPlaced, PlaceOrder, type OrderKey, type Timestamp } from '../src/messages'
+import {
+  BakingStarted,
+  OrderBaked,
+  PlaceOrder,
+  type OrderKey,
+  type Timestamp,
+} from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { handlerFor, startService, type Service } from '../src/platform/service'
 import { queues, topology } from '../src/platform/topology'
@@ -20,6 +26,13 @@ const order = (orderKey: OrderKey) => ({
   pastry: 'donut',
   orderTime: '2026-11-27T10:00:00.000Z' as Timestamp,
 })
+const baked = (orderKey: OrderKey) =>
+  OrderBaked.create({
+    orderKey,
+    bakedAt: '2026-11-27T10:00:01.000Z' as Timestamp,
+    bakeMs: 42 as OrderBaked['bakeMs'],
+    mistake: false,
+  })
 
 describe('the bus over RabbitMQ', () => {
   let vhost: Awaited<ReturnType<typeof createVhost>>
@@ -76,22 +89,18 @@ describe('the bus over RabbitMQ', () => {
       relay: false,
       consume: {
         queue: queues.projector,
-        handlers: () => [handlerFor(OrderPlaced, async (e) => void handled.push(e.orderKey))],
+        handlers: () => [handlerFor(OrderBaked, async (e) => void handled.push(e.orderKey))],
       },
     })
     const poisonKey = randomOrderKey()
     const validKey = randomOrderKey()
     channel.publish(
-      OrderPlaced.$name,
+      OrderBaked.$name,
       '',
-      Buffer.from(JSON.stringify({ $name: OrderPlaced.$name, $version: 1, orderKey: poisonKey })),
+      Buffer.from(JSON.stringify({ $name: OrderBaked.$name, $version: 1, orderKey: poisonKey })),
       { messageId: 'poison-1' },
     )
-    channel.publish(
-      OrderPlaced.$name,
-      '',
-      Buffer.from(JSON.stringify(OrderPlaced.create(order(validKey)))),
-    )
+    channel.publish(OrderBaked.$name, '', Buffer.from(JSON.stringify(baked(validKey))))
     await channel.waitForConfirms()
     await waitFor('the valid message', () => handled.includes(validKey))
     const dead = await waitFor('the dead letter', async () => {
@@ -100,7 +109,7 @@ describe('the bus over RabbitMQ', () => {
     })
     assert.match(
       String(dead.properties.headers?.[Headers.reason]),
-      /not a valid bakery\/order-placed.*customer/,
+      /not a valid bakery\/order-baked.*bakedAt/,
     )
     assert.equal(dead.properties.headers?.[Headers.queue], queues.projector)
     assert.ok(!handled.includes(poisonKey))
@@ -197,13 +206,15 @@ describe('the bus over RabbitMQ', () => {
       newOrderKey: randomOrderKey,
     }
     const orderKey = await placeOrder(deps, { customer: 'homer', pastry: 'donut' })
-    const [placed] = await service.store.read(orderKey)
-    await projectOrder(deps, placed!.event)
+    const startedAt = '2026-11-27T10:00:00.500Z' as Timestamp
+    await service.store.append(orderKey, 1, [BakingStarted.create({ orderKey, startedAt })], [])
+    await service.store.append(orderKey, 2, [baked(orderKey)], [])
+    await projectOrder(deps, baked(orderKey))
     const first = await redis.hgetall(service.keys.view(orderKey))
-    await projectOrder(deps, placed!.event)
+    await projectOrder(deps, baked(orderKey))
     assert.deepEqual(await redis.hgetall(service.keys.view(orderKey)), first)
-    assert.equal(first.status, 'pending')
-    assert.equal(first.version, '1')
+    assert.equal(first.status, 'finished')
+    assert.equal(first.version, '3')
     redis.disconnect()
   })
 })

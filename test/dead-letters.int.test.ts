@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pino from 'pino'
-import { OrderPlaced, timestamp } from '../src/messages'
+import { OrderBaked, timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
 import { handlerFor, startService, type Service } from '../src/platform/service'
@@ -42,7 +42,7 @@ describe('bakery dead-letters', () => {
       consume: {
         queue: queues.projector,
         handlers: () => [
-          handlerFor(OrderPlaced, async (event) => {
+          handlerFor(OrderBaked, async (event) => {
             calls.set(event.orderKey, (calls.get(event.orderKey) ?? 0) + 1)
             if (broken) throw new Error('the read model is jammed')
             return Promise.resolve()
@@ -66,18 +66,18 @@ describe('bakery dead-letters', () => {
     const [service] = services
     for (const orderKey of orders)
       await service!.bus.publish(
-        OrderPlaced.create({
+        OrderBaked.create({
           orderKey,
-          customer: 'homer',
-          pastry: 'donut',
-          orderTime: timestamp(new Date()),
+          bakedAt: timestamp(new Date()),
+          bakeMs: 42 as OrderBaked['bakeMs'],
+          mistake: false,
         }),
       )
     await waitFor('three dead letters', async () => (await list()).length === 3)
     const letters = await list()
     assert.equal(letters.length, 3, 'listing twice takes nothing away')
     for (const letter of letters) {
-      assert.equal(letter.name, OrderPlaced.$name)
+      assert.equal(letter.name, OrderBaked.$name)
       assert.equal(letter.queue, queues.projector)
       assert.equal(letter.attempts, 2)
       assert.match(letter.reason ?? '', /gave up after 2 attempts: Error: the read model is jammed/)
@@ -86,7 +86,7 @@ describe('bakery dead-letters', () => {
     const { code, out } = await tool('list')
     assert.equal(code, 0)
     assert.match(out, /^ID\s+MESSAGE\s+QUEUE\s+AGE\s+ATTEMPTS\s+REASON\n/)
-    assert.match(out, /bakery\/order-placed\s+bakery\.projector\s+\d+(\.\d)? (ms|s)\s+2\s+gave up/)
+    assert.match(out, /bakery\/order-baked\s+bakery\.projector\s+\d+(\.\d)? (ms|s)\s+2\s+gave up/)
   })
 
   it('requeues one by id to the queue it failed on, with its attempts reset', async () => {

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { OrderKey, PlaceOrder } from '../messages'
+import { isAnnounced, type OrderKey, type PlaceOrder } from '../messages'
 import {
   VersionConflict,
   type EventStore,
@@ -105,7 +105,10 @@ async function execute(
       throw error
     }
     if (events.length === 0) return { state, version }
-    const outbox: OutboxMessage[] = events.map((message) => ({ kind: 'event', message }))
+    // BakingStarted stays in the log; OrderBaked goes on the bus for the projector.
+    const outbox: OutboxMessage[] = events
+      .filter(isAnnounced)
+      .map((message) => ({ kind: 'event', message }))
     try {
       const appended = await store.append(orderKey, version, events, outbox)
       return { state: events.reduce(evolve, state), version: appended }

@@ -11,7 +11,7 @@ import {
   type BusMessage,
   type OrderKey,
 } from '../messages'
-import type { Keys } from './keys'
+import { liveViewKeyLua, type Keys } from './keys'
 import { fieldRecord } from './redis'
 
 /** W3C trace context headers (`traceparent`, `tracestate`), as a propagator writes them. */
@@ -26,6 +26,12 @@ export interface StoredEvent {
   /** The entry's id in the stream it was read from. */
   readonly streamId: string
 }
+
+/**
+ * The fields of an order's read-model hash (its `version` is set by the append), written with the
+ * events that produce it.
+ */
+export type ViewFields = Readonly<Record<string, string>>
 
 /** A message the relay must put on the bus because events were appended. */
 export interface OutboxMessage {
@@ -57,15 +63,21 @@ export class MalformedEntry extends Error {
 
 // Checks the expected version and appends to the order stream, the global log and the outbox in
 // one atomic step: two writers can never interleave, and an event never exists without the
-// messages that announce it. Its arguments start at ARGV[o + 1], so that APPEND_ONCE can put its
-// own in front.
+// messages that announce it. When the writer passes the order's read-model view after these
+// events (the reception does for a new order), it is saved in the same step, if newer than the
+// stored one, as the projector would: the order is readable from the moment the append returns.
+// Its arguments start at ARGV[o + 1], so that APPEND_ONCE can put its own in front:
+// expected version, order key, recordedAt, trace, event count, outbox count, view prefix ('' for
+// no view), then the events' (type, JSON) pairs, the outbox's (kind, JSON) pairs and the view's
+// (field, value) pairs. KEYS[4] is the read model's generation key.
 const APPEND_BODY = `
 local current = redis.call('XLEN', KEYS[1])
 if current ~= tonumber(ARGV[o + 1]) then
   return redis.error_reply('WRONGVERSION ' .. current)
 end
 local orderKey, recordedAt, trace = ARGV[o + 2], ARGV[o + 3], ARGV[o + 4]
-local eventCount, i = tonumber(ARGV[o + 5]), o + 6
+local eventCount, outboxCount = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
+local viewPrefix, i = ARGV[o + 7], o + 8
 for n = 1, eventCount do
   local version = current + n
   local kind, event = ARGV[i], ARGV[i + 1]
@@ -75,10 +87,17 @@ for n = 1, eventCount do
   redis.call('XADD', KEYS[2], '*', 'order', orderKey, 'version', version, 'type', kind,
     'event', event, 'recordedAt', recordedAt, 'trace', trace)
 end
-while i <= #ARGV do
+for n = 1, outboxCount do
   redis.call('XADD', KEYS[3], '*', 'order', orderKey, 'kind', ARGV[i], 'message', ARGV[i + 1],
     'trace', trace)
   i = i + 2
+end
+if viewPrefix ~= '' then
+  ${liveViewKeyLua('KEYS[4]', 'viewPrefix', 'orderKey')}
+  local stored = tonumber(redis.call('HGET', key, 'version') or '0') or 0
+  if current + eventCount > stored then
+    redis.call('HSET', key, 'version', current + eventCount, unpack(ARGV, i))
+  end
 end
 `
 
@@ -87,14 +106,14 @@ ${APPEND_BODY}
 return current + eventCount
 `
 
-// The same append, done only if the claim key (KEYS[4]) is free, which it then holds with
+// The same append, done only if the claim key (KEYS[5]) is free, which it then holds with
 // ARGV[1] for ARGV[2] seconds: of concurrent appends with one claim, exactly one writes anything.
 // The others get what the claim holds.
-const APPEND_ONCE = `local claimed = redis.call('GET', KEYS[4])
+const APPEND_ONCE = `local claimed = redis.call('GET', KEYS[5])
 if claimed then return {'claimed', claimed} end
 local o = 2
 ${APPEND_BODY}
-redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2])
 return {'appended', current + eventCount}
 `
 
@@ -104,12 +123,14 @@ declare module 'ioredis' {
       orderStream: string,
       events: string,
       outbox: string,
+      viewGeneration: string,
       ...args: (string | number)[]
     ): Result<number, Context>
     bakeryAppendOnce(
       orderStream: string,
       events: string,
       outbox: string,
+      viewGeneration: string,
       claim: string,
       ...args: (string | number)[]
     ): Result<['appended', number] | ['claimed', string], Context>
@@ -189,13 +210,14 @@ export class EventStore {
     readonly keys: Keys,
     private readonly now: () => Date = () => new Date(),
   ) {
-    redis.defineCommand('bakeryAppend', { numberOfKeys: 3, lua: APPEND })
-    redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 4, lua: APPEND_ONCE })
+    redis.defineCommand('bakeryAppend', { numberOfKeys: 4, lua: APPEND })
+    redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 5, lua: APPEND_ONCE })
   }
 
   /**
    * Appends `events` to the order's stream if it is at `expectedVersion` (0: the stream must not
-   * exist), with `outbox` messages to be relayed. Returns the new version.
+   * exist), with `outbox` messages to be relayed, and the order's read-model `view` after them if
+   * given. Returns the new version.
    * @throws VersionConflict when another writer got there first.
    */
   async append(
@@ -203,13 +225,15 @@ export class EventStore {
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
+    view?: ViewFields,
   ): Promise<number> {
-    const args = this.appendArguments(orderKey, expectedVersion, events, outbox)
+    const args = this.appendArguments(orderKey, expectedVersion, events, outbox, view)
     return this.rethrowConflict(orderKey, expectedVersion, () =>
       this.redis.bakeryAppend(
         this.keys.orderStream(orderKey),
         this.keys.events,
         this.keys.outbox,
+        this.keys.viewGeneration,
         ...args,
       ),
     )
@@ -225,13 +249,15 @@ export class EventStore {
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
+    view?: ViewFields,
   ): Promise<AppendOnceResult> {
-    const args = this.appendArguments(orderKey, expectedVersion, events, outbox)
+    const args = this.appendArguments(orderKey, expectedVersion, events, outbox, view)
     const reply = await this.rethrowConflict(orderKey, expectedVersion, () =>
       this.redis.bakeryAppendOnce(
         this.keys.orderStream(orderKey),
         this.keys.events,
         this.keys.outbox,
+        this.keys.viewGeneration,
         claim.key,
         claim.value,
         claim.ttlSeconds,
@@ -248,6 +274,7 @@ export class EventStore {
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
+    view: ViewFields | undefined,
   ): (string | number)[] {
     const args: (string | number)[] = [
       expectedVersion,
@@ -255,9 +282,12 @@ export class EventStore {
       timestamp(this.now()),
       JSON.stringify(currentTrace()),
       events.length,
+      outbox.length,
+      view ? this.keys.viewPrefix : '',
     ]
     for (const event of events) args.push(event.$name, JSON.stringify(event))
     for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))
+    if (view) for (const [field, value] of Object.entries(view)) args.push(field, value)
     return args
   }
 

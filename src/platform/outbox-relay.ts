@@ -5,7 +5,7 @@ import { context, propagation } from '@opentelemetry/api'
 import type { BusInstance } from '@node-ts/bus-core'
 import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis } from 'ioredis'
-import { OrderEvent, PlaceOrder, type BusMessage } from '../messages'
+import { OrderBaked, PlaceOrder, type BusMessage } from '../messages'
 import { parseTrace } from './event-store'
 import type { Logger } from './logger'
 import { fieldRecord } from './redis'
@@ -176,7 +176,8 @@ function decodeOutboxMessage(fields: Record<string, string>): BusMessage | undef
   } catch {
     return undefined
   }
-  const codec = fields.kind === 'command' ? PlaceOrder.codec : OrderEvent
+  // Only the bus's messages: an entry for an exchange that is not declared would close the channel.
+  const codec = fields.kind === 'command' ? PlaceOrder.codec : OrderBaked.codec
   const decoded = codec.decode(json)
   return isLeft(decoded) ? undefined : decoded.right
 }
