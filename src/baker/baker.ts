@@ -8,7 +8,7 @@ import {
 } from '../platform/event-store'
 import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
-import { Attr, inSpan, messageSentAt } from '../platform/tracing'
+import { annotate, Attr, messageSentAt } from '../platform/tracing'
 import { planBake, type BakePlan } from './bake-time'
 import {
   decide,
@@ -30,30 +30,35 @@ export interface BakerDeps {
 export interface BakeOutcome {
   readonly plan: BakePlan | undefined
   readonly state: OrderState
+  /** The versions of the events this handling appended (none when the work was done already). */
+  readonly appended: readonly number[]
 }
 
 /**
  * Handles PlaceOrder: take the order into the oven, bake it, take it out. Each step is
  * load -> decide -> append, so a redelivered command finds the work done and adds nothing.
- * All of it is the `bake` span, whose events' messages continue the trace.
+ * The bake is told on the `process bakery/place-order` span around it; OrderBaked's message
+ * continues the trace.
  */
 export async function bake(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
-  const attributes = { [Attr.orderKey]: command.orderKey, [Attr.pastry]: command.pastry }
-  return inSpan('bake', attributes, async (span) => {
-    const orderedAt = Date.parse(command.orderTime)
-    const queuedSince = messageSentAt() ?? orderedAt
-    span.setAttribute(Attr.timeOnQueueMs, Math.max(0, deps.now().getTime() - queuedSince))
-    const outcome = await bakeOrder(deps, command)
-    span.setAttribute(Attr.orderStatus, outcome.state.status)
-    if (outcome.plan) {
-      span.setAttribute(Attr.mistake, outcome.plan.mistake)
-      span.setAttribute(Attr.bakeMs, outcome.plan.totalMs)
-      span.setAttribute(Attr.timeToCompletionMs, deps.now().getTime() - orderedAt)
-      if (outcome.state.status === 'finished')
-        metrics.orderFinished(command.orderTime, outcome.plan.totalMs, deps.now().getTime())
-    }
-    return outcome
-  })
+  const orderedAt = Date.parse(command.orderTime)
+  const timeOnQueueMs = Math.max(0, deps.now().getTime() - (messageSentAt() ?? orderedAt))
+  const outcome = await bakeOrder(deps, command)
+  const { plan, state, appended } = outcome
+  if (plan && state.status === 'finished')
+    metrics.orderFinished(command.orderTime, plan.totalMs, deps.now().getTime())
+  annotate(() => ({
+    [Attr.pastry]: command.pastry,
+    [Attr.timeOnQueueMs]: timeOnQueueMs,
+    [Attr.orderStatus]: state.status,
+    [Attr.appendedVersions]: [...appended],
+    ...(plan && {
+      [Attr.mistake]: plan.mistake,
+      [Attr.bakeMs]: plan.totalMs,
+      [Attr.timeToCompletionMs]: deps.now().getTime() - orderedAt,
+    }),
+  }))
+  return outcome
 }
 
 async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
@@ -61,7 +66,8 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
     type: 'StartBaking',
     at: deps.now(),
   }))
-  if (started.state.status !== 'baking') return { plan: undefined, state: started.state }
+  if (started.state.status !== 'baking')
+    return { plan: undefined, state: started.state, appended: started.appended }
   const plan = planBake(command.pastry, deps.random(), deps.bakeTimeScale)
   await (deps.oven ?? ((ms) => sleep(ms)))(plan.totalMs)
   // The second step starts from what the first one left, without reading the stream again; if
@@ -77,13 +83,18 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
     }),
     started,
   )
-  return { plan, state: finished.state }
+  return { plan, state: finished.state, appended: [...started.appended, ...finished.appended] }
 }
 
 /** An order's state and the version of its stream it was folded from. */
 interface Folded {
   readonly state: OrderState
   readonly version: number
+}
+
+/** What a step left: the state, its version, and the versions the step itself appended. */
+interface Executed extends Folded {
+  readonly appended: readonly number[]
 }
 
 const MAX_CONFLICTS = 5
@@ -94,7 +105,7 @@ async function execute(
   orderKey: OrderKey,
   command: () => BakerCommand,
   known?: Folded,
-): Promise<Folded> {
+): Promise<Executed> {
   for (let attempt = 1; ; attempt++) {
     const { state, version } = attempt === 1 && known ? known : fold(await store.read(orderKey))
     let events
@@ -104,14 +115,15 @@ async function execute(
       if (error instanceof InvalidTransition) throw new PermanentFailure(error.message)
       throw error
     }
-    if (events.length === 0) return { state, version }
+    if (events.length === 0) return { state, version, appended: [] }
     // BakingStarted stays in the log; OrderBaked goes on the bus for the projector.
     const outbox: OutboxMessage[] = events
       .filter(isAnnounced)
       .map((message) => ({ kind: 'event', message }))
     try {
-      const appended = await store.append(orderKey, version, events, outbox)
-      return { state: events.reduce(evolve, state), version: appended }
+      const now = await store.append(orderKey, version, events, outbox)
+      const appended = events.map((_, i) => version + 1 + i)
+      return { state: events.reduce(evolve, state), version: now, appended }
     } catch (error) {
       if (!(error instanceof VersionConflict) || attempt >= MAX_CONFLICTS) throw error
     }
