@@ -62,10 +62,17 @@ export async function bake(deps: BakerDeps, command: PlaceOrder): Promise<BakeOu
 }
 
 async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
-  const started = await execute(deps, command.orderKey, () => ({
-    type: 'StartBaking',
-    at: deps.now(),
-  }))
+  // A new order is pending at version 1 (its OrderPlaced): the first step starts from that,
+  // without reading the stream. Otherwise (a redelivery, another baker got there, no such order)
+  // the append's version check says so, and the step reads, decides again and appends.
+  const { orderKey, pastry, orderTime } = command
+  const placed: Folded = { state: { status: 'pending', orderKey, pastry, orderTime }, version: 1 }
+  const started = await execute(
+    deps,
+    command.orderKey,
+    () => ({ type: 'StartBaking', at: deps.now() }),
+    placed,
+  )
   if (started.state.status !== 'baking')
     return { plan: undefined, state: started.state, appended: started.appended }
   const plan = planBake(command.pastry, deps.random(), deps.bakeTimeScale)
@@ -99,7 +106,10 @@ interface Executed extends Folded {
 
 const MAX_CONFLICTS = 5
 
-/** Load, decide, append; on a version conflict another writer won, so decide again on its result. */
+/**
+ * Load (unless the caller knows the state and version), decide, append; on a version conflict
+ * another writer won, so read, and decide again on its result.
+ */
 async function execute(
   { store }: BakerDeps,
   orderKey: OrderKey,
