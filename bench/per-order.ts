@@ -5,7 +5,7 @@
 // The three roles run from dist/ (npm run build first), with instant bakes, and tracing off or
 // (--tracing) exported over OTLP/HTTP protobuf to a sink here that counts the bytes.
 //   npx tsx bench/per-order.ts [--orders 200] [--rate 50] [--tracing] [--trace-redis]
-import { execFile, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { parseArgs, promisify } from 'node:util'
+import { parseArgs } from 'node:util'
 import amqp from 'amqplib'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
@@ -30,7 +30,6 @@ import {
   type RoleProcess,
 } from '../test/support'
 
-const run = promisify(execFile)
 const { values } = parseArgs({
   options: {
     orders: { type: 'string', default: '200' },
@@ -88,16 +87,8 @@ async function main(): Promise<void> {
     const connection = await amqp.connect(vhost.url)
     const channel = await connection.createChannel()
     const { queue } = await channel.assertQueue('', { exclusive: true })
-    const { stdout } = await run('rabbitmqctl', [
-      '-q',
-      '--no-table-headers',
-      'list_exchanges',
-      '-p',
-      vhost.name,
-      'name',
-    ])
-    const exchanges = stdout.split('\n').filter((n) => n.trim() !== '' && !n.startsWith('amq.'))
-    for (const exchange of exchanges) await channel.bindQueue(queue, exchange.trim(), '')
+    const exchanges = await vhost.exchanges()
+    for (const exchange of exchanges) await channel.bindQueue(queue, exchange, '')
 
     // The bench's own Redis calls, subtracted from the counts: an order is finished when its
     // view says so and the outbox is empty (its OrderBaked was relayed and acknowledged).

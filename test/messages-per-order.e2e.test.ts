@@ -1,7 +1,5 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import amqp, { type ChannelModel } from 'amqplib'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
@@ -19,7 +17,6 @@ import {
   type RoleProcess,
 } from './support'
 
-const run = promisify(execFile)
 const ORDERS = 25
 
 /**
@@ -60,18 +57,7 @@ describe('messages on the bus per order', () => {
 
   it(`${ORDERS} orders put 2 × ${ORDERS} messages on the bus: PlaceOrder and OrderBaked`, async () => {
     // Every exchange the roles declared (all but the broker's own), each bound to the count queue.
-    const { stdout } = await run('rabbitmqctl', [
-      '-q',
-      '--no-table-headers',
-      'list_exchanges',
-      '-p',
-      vhost.name,
-      'name',
-    ])
-    const exchanges = stdout
-      .split('\n')
-      .map((line) => line.trim())
-      .filter((name) => name !== '' && !name.startsWith('amq.'))
+    const exchanges = await vhost.exchanges()
     assert.deepEqual(
       exchanges.sort(),
       topology.queues.flatMap((q) => q.messages.map((m) => m.$name)).sort(),
