@@ -116,6 +116,30 @@ describe('the bus over RabbitMQ', () => {
     await connection.close()
   })
 
+  it('dead-letters a message its queue takes but no handler was registered for', async () => {
+    // bus-core would log and drop it; the transport's dispatch says so in a dead letter.
+    const connection = await amqp.connect(vhost.url)
+    try {
+      const channel = await connection.createConfirmChannel()
+      await start({ relay: false, consume: { queue: queues.projector, handlers: () => [] } })
+      const orderKey = randomOrderKey()
+      channel.publish(OrderBaked.$name, '', Buffer.from(JSON.stringify(baked(orderKey))), {
+        messageId: 'unhandled-1',
+      })
+      await channel.waitForConfirms()
+      const dead = await waitFor('the dead letter', async () => {
+        const message = await channel.get(topology.deadLetterQueue, { noAck: true })
+        return message && message.properties.messageId === 'unhandled-1' ? message : undefined
+      })
+      assert.match(
+        String(dead.properties.headers?.[Headers.reason]),
+        /PoisonMessage: no handler for bakery\/order-baked/,
+      )
+    } finally {
+      await connection.close()
+    }
+  })
+
   it('retries a handler that fails, then succeeds', async () => {
     let calls = 0
     const done: string[] = []
