@@ -1,6 +1,7 @@
 // What one message costs in @node-ts/bus-core itself, with no I/O: the CPU time per message of
 //   - decoding a delivery (Bakery's RabbitTransport.receive: UTF-8, JSON, io-ts, headers);
 //   - bus.receive of that delivery, dispatched to a handler that does nothing;
+//   - RabbitTransport.dispatch of it to the same handler (what Bakery's consumers do instead);
 //   - bus.send / bus.publish of a message to a transport that does nothing.
 // Everything runs in this process, 32 messages at a time (the default PREFETCH). It says how much
 // of Bakery's CPU per order (docs/performance.md) the bus framework takes before any work is done.
@@ -9,7 +10,7 @@ import { Writable } from 'node:stream'
 import { Bus, type Transport } from '@node-ts/bus-core'
 import pino from 'pino'
 import type { ConsumeMessage } from 'amqplib'
-import { BakingStarted, OrderPlaced, PlaceOrder, timestamp, type OrderKey } from '../src/messages'
+import { OrderBaked, PlaceOrder, timestamp, type OrderKey } from '../src/messages'
 import { busLoggerFactory } from '../src/platform/logger'
 import { RabbitTransport } from '../src/platform/rabbitmq'
 import { queues, topology } from '../src/platform/topology'
@@ -24,23 +25,29 @@ const order = {
   pastry: 'donut',
   orderTime: timestamp(new Date()),
 }
+const baked = OrderBaked.create({
+  orderKey: order.orderKey,
+  bakedAt: order.orderTime,
+  bakeMs: 42 as OrderBaked['bakeMs'],
+  mistake: false,
+})
 const traceparent = '00-0123456789abcdef0123456789abcdef-0123456789abcdef-01'
 
 /** A delivery as amqplib hands it over, with the headers Bakery's publisher writes. */
 function delivery(): ConsumeMessage {
   return {
-    content: Buffer.from(JSON.stringify(OrderPlaced.create(order))),
+    content: Buffer.from(JSON.stringify(baked)),
     fields: {
       deliveryTag: 1,
       redelivered: false,
-      exchange: OrderPlaced.$name,
+      exchange: OrderBaked.$name,
       routingKey: '',
       consumerTag: 'bench',
     },
     properties: {
       messageId: 'bench',
       correlationId: order.orderKey,
-      type: OrderPlaced.$name,
+      type: OrderBaked.$name,
       headers: { attributes: JSON.stringify({ traceparent }), stickyAttributes: '{}' },
     },
   } as unknown as ConsumeMessage
@@ -62,7 +69,8 @@ async function measure(one: () => Promise<unknown>): Promise<number> {
 
 async function main(): Promise<void> {
   const transport = new RabbitTransport({
-    brokers: [new URL('amqp://127.0.0.1')],
+    // Port 1: it never reaches a broker, so nothing is consumed or declared anywhere.
+    brokers: [new URL('amqp://127.0.0.1:1')],
     topology,
     logger,
     retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 },
@@ -79,15 +87,17 @@ async function main(): Promise<void> {
     prepare: () => {},
   }
   let handled = 0
-  // The transport only decodes here: it never connects, and bus-core sends through `nowhere`.
+  // The transport only decodes and dispatches here: it never connects.
   const receiving = Bus.configure()
-    .withTransport(nowhere)
+    .withTransport(transport)
     .withLogger(busLoggerFactory(logger))
     .withConcurrency(BATCH)
     .withReceiver(transport)
-    .withHandler({ messageType: OrderPlaced.Class, messageHandler: async () => void handled++ })
+    .withHandler({ messageType: OrderBaked.Class, messageHandler: async () => void handled++ })
     .build()
   await receiving.initialize()
+  // Looks bus-core's handlers up; with no broker connected, nothing is consumed.
+  transport.startConsuming(receiving)
 
   const sending = Bus.configure()
     .withTransport(nowhere)
@@ -99,37 +109,36 @@ async function main(): Promise<void> {
 
   const decode = await measure(() => transport.receive(delivery()))
   const receive = await measure(() => receiving.receive(delivery()))
+  const dispatch = await measure(() => transport.dispatch(delivery()))
   const send = await measure(() => sending.send(PlaceOrder.create(order), options))
-  const publish = await measure(() =>
-    sending.publish(
-      BakingStarted.create({ orderKey: order.orderKey, startedAt: order.orderTime }),
-      options,
-    ),
-  )
+  const publish = await measure(() => sending.publish(baked, options))
   if (handled === 0 || sent === 0) throw new Error('nothing was dispatched')
 
-  // Per order Bakery receives four messages (PlaceOrder and three events) and sends four.
-  const perOrder = 4 * receive + 2 * send + 2 * publish
+  // Per order Bakery receives two messages (PlaceOrder, OrderBaked) and sends them.
+  const perOrder = 2 * dispatch + send + publish
   const rows: [string, number][] = [
     ['decode a delivery (RabbitTransport.receive)', decode],
     ['bus.receive, no-op handler (includes the decode)', receive],
+    ['RabbitTransport.dispatch, no-op handler (decode too)', dispatch],
     ['bus.send to a no-op transport', send],
     ['bus.publish to a no-op transport', publish],
-    ['per order: 4 received, 4 sent', perOrder],
+    ['per order: 2 dispatched, 2 sent', perOrder],
+    ['per order before: 4 bus.receive, 4 sent', 4 * receive + 2 * send + 2 * publish],
   ]
-  for (const [label, us] of rows) console.log(`${label.padEnd(50)} ${us.toFixed(1).padStart(7)} µs`)
+  for (const [label, us] of rows) console.log(`${label.padEnd(54)} ${us.toFixed(1).padStart(7)} µs`)
   console.log(
     JSON.stringify({
       bench: 'bus-overhead',
       at: new Date().toISOString(),
       messages,
       node: process.version,
-      usPerMessage: { decode, receive, send, publish },
+      usPerMessage: { decode, receive, dispatch, send, publish },
       usPerOrder: perOrder,
     }),
   )
   await receiving.dispose()
   await sending.dispose()
+  await transport.disconnect()
 }
 
 main().catch((error: unknown) => {

@@ -92,7 +92,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 78 // EX_CONFIG
   }
   const logger = createLogger(`bakery-${role}`, config.LOG_LEVEL)
-  startTelemetry(`bakery-${role}`, logger)
+  startTelemetry(`bakery-${role}`, logger, { traceRedis: config.BAKERY_TRACE_REDIS })
   await roles[role](config, logger)
   return -1 // keeps running until a signal stops it
 }

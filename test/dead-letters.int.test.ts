@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import amqp, { type Channel, type ChannelModel } from 'amqplib'
 import pino from 'pino'
-import { OrderPlaced, timestamp } from '../src/messages'
+import { OrderBaked, timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { REQUEUE_BATCH, runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
 import { Headers } from '../src/platform/rabbitmq'
@@ -42,7 +42,7 @@ const theTool = (queueType: QueueType) => () => {
       consume: {
         queue: queues.projector,
         handlers: () => [
-          handlerFor(OrderPlaced, async (event) => {
+          handlerFor(OrderBaked, async (event) => {
             calls.set(event.orderKey, (calls.get(event.orderKey) ?? 0) + 1)
             if (broken) throw new Error('the read model is jammed')
             return Promise.resolve()
@@ -66,18 +66,18 @@ const theTool = (queueType: QueueType) => () => {
     const [service] = services
     for (const orderKey of orders)
       await service!.bus.publish(
-        OrderPlaced.create({
+        OrderBaked.create({
           orderKey,
-          customer: 'homer',
-          pastry: 'donut',
-          orderTime: timestamp(new Date()),
+          bakedAt: timestamp(new Date()),
+          bakeMs: 42 as OrderBaked['bakeMs'],
+          mistake: false,
         }),
       )
     await waitFor('three dead letters', async () => (await list()).length === 3)
     const letters = await list()
     assert.equal(letters.length, 3, 'listing twice takes nothing away')
     for (const letter of letters) {
-      assert.equal(letter.name, OrderPlaced.$name)
+      assert.equal(letter.name, OrderBaked.$name)
       assert.equal(letter.queue, queues.projector)
       assert.equal(letter.attempts, 2)
       assert.match(letter.reason ?? '', /gave up after 2 attempts: Error: the read model is jammed/)
@@ -86,7 +86,7 @@ const theTool = (queueType: QueueType) => () => {
     const { code, out } = await tool('list')
     assert.equal(code, 0)
     assert.match(out, /^ID\s+MESSAGE\s+QUEUE\s+AGE\s+ATTEMPTS\s+REASON\n/)
-    assert.match(out, /bakery\/order-placed\s+bakery\.projector\s+\d+(\.\d)? (ms|s)\s+2\s+gave up/)
+    assert.match(out, /bakery\/order-baked\s+bakery\.projector\s+\d+(\.\d)? (ms|s)\s+2\s+gave up/)
   })
 
   it('requeues one by id to the queue it failed on, with its attempts reset', async () => {
@@ -150,10 +150,10 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
       channel.publish(
         '',
         topology.deadLetterQueue,
-        Buffer.from(`{"$name":"${OrderPlaced.$name}"}`),
+        Buffer.from(`{"$name":"${OrderBaked.$name}"}`),
         {
           messageId: id ?? randomUUID(),
-          type: OrderPlaced.$name,
+          type: OrderBaked.$name,
           persistent: true,
           headers: {
             [Headers.queue]: queues.projector,

@@ -1,7 +1,7 @@
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
-import { BakingStarted, OrderPlaced, type OrderKey, type Timestamp } from '../src/messages'
+import { OrderBaked, OrderPlaced, PlaceOrder, type OrderKey, type Timestamp } from '../src/messages'
 import { EventStore, VersionConflict } from '../src/platform/event-store'
 import { keys } from '../src/platform/keys'
 import { randomOrderKey } from '../src/reception/orders'
@@ -17,8 +17,14 @@ const placed = (orderKey: OrderKey) =>
     pastry: 'donut',
     orderTime: '2026-11-27T10:00:00.000Z' as Timestamp,
   })
-const started = (orderKey: OrderKey, at: string) =>
-  BakingStarted.create({ orderKey, startedAt: at as Timestamp })
+const baked = (orderKey: OrderKey, at: string) =>
+  OrderBaked.create({
+    orderKey,
+    bakedAt: at as Timestamp,
+    bakeMs: 42 as OrderBaked['bakeMs'],
+    mistake: false,
+  })
+const view = { customer: 'homer', pastry: 'donut', orderTime: '2026-11-27T10:00:00.000Z' }
 
 describe('event store', () => {
   after(async () => {
@@ -26,21 +32,28 @@ describe('event store', () => {
     redis.disconnect()
   })
 
-  it('appends to the order stream, the global log and the outbox in one step', async () => {
+  it('appends to the order stream, the global log, the outbox and the view in one step', async () => {
     const orderKey = randomOrderKey()
+    const outboxBefore = await redis.xlen(keys(namespace).outbox)
     const version = await store.append(
       orderKey,
       0,
       [placed(orderKey)],
-      [{ kind: 'event', message: placed(orderKey) }],
+      [{ kind: 'command', message: PlaceOrder.create(placed(orderKey)) }],
+      { view: { ...view, status: 'pending' } },
     )
     assert.equal(version, 1)
+    assert.deepEqual(await redis.hgetall(keys(namespace).view(orderKey)), {
+      ...view,
+      status: 'pending',
+      version: '1',
+    })
     const [entry] = await store.read(orderKey)
     assert.deepEqual(entry?.event, placed(orderKey))
     assert.equal(entry?.version, 1)
     const global = await redis.xrange(keys(namespace).events, '-', '+')
     assert.ok(global.some(([, fields]) => fields.includes(orderKey)))
-    assert.equal(await redis.xlen(keys(namespace).outbox), 1)
+    assert.equal(await redis.xlen(keys(namespace).outbox), outboxBefore + 1)
   })
 
   it('lets exactly one of two concurrent appends at the same version win', async () => {
@@ -51,14 +64,16 @@ describe('event store', () => {
       store.append(
         orderKey,
         1,
-        [started(orderKey, '2026-11-27T10:00:01.000Z')],
-        [{ kind: 'event', message: started(orderKey, '2026-11-27T10:00:01.000Z') }],
+        [baked(orderKey, '2026-11-27T10:00:01.000Z')],
+        [{ kind: 'event', message: baked(orderKey, '2026-11-27T10:00:01.000Z') }],
+        { view: { ...view, status: 'finished' } },
       ),
       store.append(
         orderKey,
         1,
-        [started(orderKey, '2026-11-27T10:00:02.000Z')],
-        [{ kind: 'event', message: started(orderKey, '2026-11-27T10:00:02.000Z') }],
+        [baked(orderKey, '2026-11-27T10:00:02.000Z')],
+        [{ kind: 'event', message: baked(orderKey, '2026-11-27T10:00:02.000Z') }],
+        { view: { ...view, status: 'finished' } },
       ),
     ])
     const won = results.filter((r) => r.status === 'fulfilled')
@@ -72,6 +87,21 @@ describe('event store', () => {
       'the loser wrote nothing to the order stream',
     )
     assert.equal(await redis.xlen(keys(namespace).outbox), outboxBefore + 1, 'nor to the outbox')
+    assert.equal(
+      await redis.hget(keys(namespace).view(orderKey), 'version'),
+      '2',
+      'the view was written once, at the winner’s version',
+    )
+  })
+
+  it('never moves a stored view backwards', async () => {
+    const orderKey = randomOrderKey()
+    // A view already ahead of the stream (as a replay may leave it): the append leaves it alone.
+    await redis.hset(keys(namespace).view(orderKey), { ...view, status: 'finished', version: '3' })
+    await store.append(orderKey, 0, [placed(orderKey)], [], {
+      view: { ...view, status: 'pending' },
+    })
+    assert.equal(await redis.hget(keys(namespace).view(orderKey), 'status'), 'finished')
   })
 
   it('refuses to create an order stream that exists', async () => {

@@ -3,7 +3,14 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import amqp, { type ChannelModel, type ConfirmChannel, type GetMessage } from 'amqplib'
 import { Redis } from 'ioredis'
-import { OrderPlaced, PlaceOrder, timestamp, type OrderKey } from '../src/messages'
+import {
+  BakingStarted,
+  OrderBaked,
+  OrderPlaced,
+  PlaceOrder,
+  timestamp,
+  type OrderKey,
+} from '../src/messages'
 import { EventStore } from '../src/platform/event-store'
 import { keys, type Keys } from '../src/platform/keys'
 import { Headers } from '../src/platform/rabbitmq'
@@ -89,6 +96,24 @@ const unhandled = (queueType: QueueType) => () => {
     return event
   }
 
+  /** An order baked in the event store, its OrderBaked not yet delivered to the projector. */
+  const bakedOrder = async (): Promise<OrderBaked> => {
+    const { orderKey } = await placedOrder()
+    const now = timestamp(new Date())
+    await store.append(orderKey, 1, [BakingStarted.create({ orderKey, startedAt: now })], [])
+    const event = baked(orderKey)
+    await store.append(orderKey, 2, [event], [])
+    return event
+  }
+
+  const baked = (orderKey: OrderKey) =>
+    OrderBaked.create({
+      orderKey,
+      bakedAt: timestamp(new Date()),
+      bakeMs: 42 as OrderBaked['bakeMs'],
+      mistake: false,
+    })
+
   const orderKey = randomOrderKey()
   const poisons = (name: string, whole: object) => [
     { kind: 'not JSON', content: Buffer.from('{"$name": '), reason: /not JSON/ },
@@ -144,13 +169,13 @@ const unhandled = (queueType: QueueType) => () => {
     },
     {
       queue: queues.projector,
-      exchange: OrderPlaced.$name,
-      whole: OrderPlaced.create(order),
+      exchange: OrderBaked.$name,
+      whole: baked(orderKey),
       valid: async () => {
-        const placed = await placedOrder()
+        const event = await bakedOrder()
         return {
-          message: placed,
-          handled: async () => (await redis.hget(k.view(placed.orderKey), 'status')) === 'pending',
+          message: event,
+          handled: async () => (await redis.hget(k.view(event.orderKey), 'status')) === 'finished',
         }
       },
     },
@@ -189,7 +214,7 @@ const unhandled = (queueType: QueueType) => () => {
     }
     const [command, event] = await Promise.all([
       publish(PlaceOrder.$name, PlaceOrder.create(order)),
-      publish(OrderPlaced.$name, OrderPlaced.create(order)),
+      publish(OrderBaked.$name, baked(ghost)),
     ])
     const [baker, projector] = await Promise.all([deadLetter(command), deadLetter(event)])
     assert.match(
@@ -215,10 +240,10 @@ const unhandled = (queueType: QueueType) => () => {
       .map((line) => JSON.parse(line) as { attempt: number; retryInMs: number })
 
   it('a transient failure is retried with doubling delays, then dead-lettered with the error', async () => {
-    const placed = await placedOrder()
+    const placed = await bakedOrder()
     await jamReadModel(placed.orderKey)
     const sent = Date.now()
-    const id = await publish(OrderPlaced.$name, placed)
+    const id = await publish(OrderBaked.$name, placed)
     const letter = await deadLetter(id, 10_000)
     const took = Date.now() - sent
     const headers = letter.properties.headers ?? {}
@@ -242,9 +267,9 @@ const unhandled = (queueType: QueueType) => () => {
   })
 
   it('a transient failure that clears up is retried until it succeeds', async () => {
-    const placed = await placedOrder()
+    const placed = await bakedOrder()
     await jamReadModel(placed.orderKey)
-    await publish(OrderPlaced.$name, placed)
+    await publish(OrderBaked.$name, placed)
     const projector = roles[1]!
     await waitFor('a first failure', () => retriesOf(projector, placed.orderKey).length >= 1, {
       intervalMs: 10,
@@ -252,7 +277,7 @@ const unhandled = (queueType: QueueType) => () => {
     await redis.del(k.view(placed.orderKey))
     await waitFor(
       'the read model to have the order',
-      async () => (await redis.hget(k.view(placed.orderKey), 'status')) === 'pending',
+      async () => (await redis.hget(k.view(placed.orderKey), 'status')) === 'finished',
     )
   })
 }

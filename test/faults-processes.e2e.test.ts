@@ -149,7 +149,7 @@ describe('a process killed with SIGKILL', () => {
       const [pending] = (await redis.xpending(k.outbox, RELAY_GROUP)) as [number]
       return pending > 0 && pending
     })
-    assert.equal(await redis.xlen(k.outbox), 100, 'a command and an event per order')
+    assert.equal(await redis.xlen(k.outbox), 50, 'one PlaceOrder per order')
     await kill(reception)
 
     const [baker] = await Promise.all([started('baker', env), started('projector', env)])

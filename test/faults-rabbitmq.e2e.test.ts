@@ -176,7 +176,7 @@ describe('RabbitMQ going away', () => {
         assert.equal(response.status, 200)
         assert.equal(((await response.json()) as { status: string }).status, 'pending')
       }
-      assert.equal(await redis.xlen(k.outbox), 100, 'a command and an event per order, waiting')
+      assert.equal(await redis.xlen(k.outbox), 50, 'one PlaceOrder per order, waiting')
       assert.equal(await countFinished(redis, namespace, orders), 0)
       return orders
     })

@@ -64,7 +64,12 @@ describe('POST /orders with an Idempotency-Key', () => {
     const [orderKey] = orderKeys
     assert.equal(await placedCount(), before_ + 1, 'one OrderPlaced in the log')
     assert.equal(await redis.xlen(ns.orderStream(orderKey!)), 1)
-    assert.equal(await redis.xlen(ns.outbox), outboxBefore + 2, 'one PlaceOrder, one OrderPlaced')
+    assert.equal(await redis.xlen(ns.outbox), outboxBefore + 1, 'one PlaceOrder')
+    assert.equal(
+      await redis.hget(ns.view(orderKey!), 'status'),
+      'pending',
+      'one view, written with it',
+    )
     assert.equal(
       responses.filter((r) => r.headers['idempotent-replayed'] === 'true').length,
       9,

@@ -128,20 +128,24 @@ describe('/metrics on every role', () => {
       sample(b, 'bakery_messages_handled_total', { message_type: 'bakery/place-order' }),
       3,
     )
-    // The reception's and the baker's relays share one outbox: PlaceOrder, OrderPlaced,
-    // BakingStarted and OrderBaked for each order, counted once acknowledged.
-    await waitFor('the relays to count twelve messages', async () => {
+    // The reception's and the baker's relays share one outbox: PlaceOrder and OrderBaked for
+    // each order (the other events stay in the log), counted once acknowledged.
+    await waitFor('the relays to count six messages', async () => {
       const relayed = await Promise.all(
         [reception, baker].map(async (base) =>
           sample(await scrape(base), 'bakery_outbox_relay_lag_seconds_count'),
         ),
       )
-      return relayed[0]! + relayed[1]! === 12
+      return relayed[0]! + relayed[1]! === 6
     })
 
     const p = await scrape(projector)
-    for (const type of ['bakery/order-placed', 'bakery/baking-started', 'bakery/order-baked'])
-      assert.equal(sample(p, 'bakery_messages_handled_total', { message_type: type }), 3, type)
+    assert.equal(
+      sample(p, 'bakery_messages_handled_total', { message_type: 'bakery/order-baked' }),
+      3,
+    )
+    for (const type of ['bakery/order-placed', 'bakery/baking-started'])
+      assert.equal(sample(p, 'bakery_messages_handled_total', { message_type: type }), 0, type)
     // A view is written only when it moves forward: at least once per order.
     assert.ok(sample(p, 'bakery_projector_lag_seconds_count') >= 3)
   })

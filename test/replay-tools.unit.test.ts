@@ -6,7 +6,8 @@ import { formatHistory, formatPastState, parsePoint } from '../src/projections/h
 import { decodeLogEntry } from '../src/projections/log-entries'
 import { compareStreamIds } from '../src/platform/redis'
 import { stateAt, toHistory } from '../src/projections/order-history'
-import { diffViews, formatDifference } from '../src/projections/rebuild'
+import { diffViews, formatDifference, lagsByDesign } from '../src/projections/rebuild'
+import type { LogEvent } from '../src/projections/log-entries'
 import { formatProgress } from '../src/projections/replay'
 import { formatDuration, parseTime, traceIdOf, UsageError } from '../src/platform/tool'
 
@@ -206,6 +207,31 @@ describe('comparing a rebuilt view with the live one', () => {
     assert.equal(diffViews(KEY, expected, {})?.kind, 'missing')
     assert.equal(diffViews(KEY, {}, expected)?.kind, 'unexpected')
     assert.match(formatDifference(diffViews(KEY, expected, {})!), /missing from the read model/)
+  })
+})
+
+describe('a live view that waits for OrderBaked', () => {
+  const events = knownOrder as LogEvent[]
+  const pending = {
+    version: '1',
+    pastry: 'la bombe',
+    customer: 'homer',
+    orderTime: '2026-05-01T10:00:00.000Z',
+    status: 'pending',
+  }
+
+  it('lags by design while the order is in the oven', () => {
+    assert.equal(lagsByDesign(events.slice(0, 2), pending), true)
+  })
+
+  it('does not, once OrderBaked is in the log', () => {
+    assert.equal(lagsByDesign(events, pending), false)
+    assert.equal(lagsByDesign(events, { ...pending, version: '2', status: 'baking' }), false)
+  })
+
+  it('does not when the view is wrong at its own version, or is no view', () => {
+    assert.equal(lagsByDesign(events.slice(0, 2), { ...pending, customer: 'marge' }), false)
+    assert.equal(lagsByDesign(events.slice(0, 2), {}), false)
   })
 })
 

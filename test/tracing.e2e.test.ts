@@ -139,48 +139,56 @@ function assertMessagingSpan(
   assert.equal(a['bakery.order_key'], orderKey)
 }
 
-describe('one trace per order, exported over OTLP/HTTP JSON', () => {
+/** Starts the three roles exporting to a receiver of their own; `extra` adds to their env. */
+function tracedBakery(label: string, extra: Record<string, string> = {}) {
   let receiver: OtlpReceiver
   let bakery: Bakery
-
   before(async () => {
     receiver = await startHttpReceiver()
-    bakery = await startBakery('tracing', ['reception', 'baker', 'projector'], {
+    bakery = await startBakery(label, ['reception', 'baker', 'projector'], {
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
       OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      ...extra,
     })
   })
-
   after(async () => {
     const codes = await bakery?.stop()
     await receiver?.close()
     assert.deepEqual(codes, [0, 0, 0], 'every role stops cleanly')
   })
+  return { receiver: () => receiver, bakery: () => bakery }
+}
+
+/** An order placed and finished, and its whole trace. */
+async function finishedOrder(receiver: OtlpReceiver, base: string) {
+  const { orderKey, traceresponse } = await placeOrder(base)
+  const match = TRACE_RESPONSE.exec(traceresponse)
+  assert.ok(match, `traceresponse ${JSON.stringify(traceresponse)} is 00-<trace>-<span>-01`)
+  const [, traceId, serverSpanId] = match
+  await waitFor('the order to be finished', async () =>
+    (await statusOf(base, orderKey)) === 'finished' ? true : undefined,
+  )
+  const trace = await completeTrace(receiver, traceId!, [
+    ['POST /orders', 'bakery-reception'],
+    ['send bakery/place-order', ANY_RELAY],
+    ['process bakery/place-order', 'bakery-baker'],
+    ['send bakery/order-baked', ANY_RELAY],
+    ['process bakery/order-baked', 'bakery-projector'],
+  ])
+  return { orderKey, traceId: traceId!, serverSpanId: serverSpanId!, trace }
+}
+
+describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
+  const { receiver, bakery } = tracedBakery('tracing')
 
   test('from POST /orders through the baker to the read model', async () => {
     // A probe before the order: it must not show up as a span of its own.
-    assert.equal((await fetch(`${bakery.base}/healthz`)).status, 200)
+    assert.equal((await fetch(`${bakery().base}/healthz`)).status, 200)
 
-    const { orderKey, traceresponse } = await placeOrder(bakery.base)
-    const match = TRACE_RESPONSE.exec(traceresponse)
-    assert.ok(match, `traceresponse ${JSON.stringify(traceresponse)} is 00-<trace>-<span>-01`)
-    const [, traceId, serverSpanId] = match
-    await waitFor('the order to be finished', async () =>
-      (await statusOf(bakery.base, orderKey)) === 'finished' ? true : undefined,
+    const { orderKey, traceId, serverSpanId, trace } = await finishedOrder(
+      receiver(),
+      bakery().base,
     )
-
-    const trace = await completeTrace(receiver, traceId!, [
-      ['POST /orders', 'bakery-reception'],
-      ['send bakery/place-order', ANY_RELAY],
-      ['send bakery/order-placed', ANY_RELAY],
-      ['process bakery/place-order', 'bakery-baker'],
-      ['bake', 'bakery-baker'],
-      ['send bakery/baking-started', ANY_RELAY],
-      ['send bakery/order-baked', ANY_RELAY],
-      ['process bakery/order-placed', 'bakery-projector'],
-      ['process bakery/baking-started', 'bakery-projector'],
-      ['process bakery/order-baked', 'bakery-projector'],
-    ])
     const outline = `\n${trace.outline()}`
 
     // One trace across the three roles, with a single root: the HTTP request.
@@ -201,12 +209,22 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
     assert.equal(root.attributes['bakery.order_key'], orderKey)
     assert.deepEqual(trace.orphans(), [], `no orphans${outline}`)
 
-    // The reception's append is a Redis call within the request.
-    const append = trace.spans.filter((s) => s.service === 'bakery-reception' && isRedis(s))
-    assert.ok(append.length > 0, `the reception's Redis write is traced${outline}`)
-    for (const span of append) assert.ok(trace.descends(span, root))
+    // Lean: the request and its route, a send and a process span per message, nothing else.
+    assert.deepEqual(
+      trace.spans.map((s) => s.name).sort(),
+      [
+        'POST /orders',
+        'process bakery/order-baked',
+        'process bakery/place-order',
+        'router - /orders',
+        'send bakery/order-baked',
+        'send bakery/place-order',
+      ],
+      `six spans${outline}`,
+    )
+    assert.deepEqual(trace.spans.filter(isRedis), [], 'no Redis spans unless asked for')
 
-    // HTTP -> send PlaceOrder -> process PlaceOrder -> bake -> send events.
+    // HTTP -> send PlaceOrder -> process PlaceOrder (the bake) -> send OrderBaked.
     const sendCommand = trace.one('send bakery/place-order')
     assert.ok(trace.descends(sendCommand, root), `send descends from the request${outline}`)
     assertMessagingSpan(sendCommand, 'send', 'bakery/place-order', orderKey)
@@ -224,39 +242,34 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
     )
     assert.equal(processCommand.status.code, StatusCode.unset)
 
-    const bake = trace.one('bake')
-    assert.equal(bake.parentSpanId, processCommand.spanId)
-    assert.equal(bake.attributes['bakery.order_key'], orderKey)
-    assert.equal(bake.attributes['bakery.pastry'], 'la bombe')
-    assert.equal(typeof bake.attributes['bakery.mistake'], 'boolean')
-    assert.ok(Number(bake.attributes['bakery.time_on_queue_ms']) >= 0)
-    assert.ok(Number(bake.attributes['bakery.time_to_completion_ms']) >= 0)
-    assert.equal(bake.attributes['bakery.order.status'], 'finished')
-    assert.ok(trace.children(bake).some(isRedis), 'the baker reads and appends within bake')
+    // The bake is told on the process span: pastry, mistake, times, status, versions appended.
+    const bake = processCommand.attributes
+    assert.equal(bake['bakery.pastry'], 'la bombe')
+    assert.equal(typeof bake['bakery.mistake'], 'boolean')
+    assert.ok(Number(bake['bakery.bake_ms']) >= 0)
+    assert.ok(Number(bake['bakery.time_on_queue_ms']) >= 0)
+    assert.ok(Number(bake['bakery.time_to_completion_ms']) >= 0)
+    assert.equal(bake['bakery.order.status'], 'finished')
+    assert.deepEqual(bake['bakery.appended_versions'], [2, 3])
 
-    // -> process events (projector) -> Redis writes.
-    for (const event of ['bakery/baking-started', 'bakery/order-baked']) {
-      const send = trace.one(`send ${event}`)
-      assert.equal(send.parentSpanId, bake.spanId, `send ${event} is the child of bake`)
-      assertMessagingSpan(send, 'send', event, orderKey)
-    }
-    const sendPlaced = trace.one('send bakery/order-placed')
-    assert.ok(trace.descends(sendPlaced, root))
-    for (const event of ['bakery/order-placed', 'bakery/baking-started', 'bakery/order-baked']) {
-      const send = trace.one(`send ${event}`)
-      for (const process of trace.named(`process ${event}`, 'bakery-projector')) {
-        assert.equal(process.parentSpanId, send.spanId)
-        assertMessagingSpan(process, 'process', event, orderKey)
-        const writes = trace.children(process).filter(isRedis)
-        assert.ok(writes.length > 0, `process ${event} reads and writes Redis${outline}`)
-        for (const write of writes) assert.equal(write.attributes['bakery.order_key'], orderKey)
-      }
-    }
+    // Only OrderBaked goes on the bus among the events; the others are facts of the log.
+    for (const event of ['bakery/order-placed', 'bakery/baking-started'])
+      assert.equal(trace.named(`send ${event}`).length, 0, `no send ${event}${outline}`)
+    const sendBaked = trace.one('send bakery/order-baked')
+    assert.equal(sendBaked.parentSpanId, processCommand.spanId, 'OrderBaked continues the bake')
+    assertMessagingSpan(sendBaked, 'send', 'bakery/order-baked', orderKey)
+    const processBaked = trace.one('process bakery/order-baked', 'bakery-projector')
+    assert.equal(processBaked.parentSpanId, sendBaked.spanId)
+    assertMessagingSpan(processBaked, 'process', 'bakery/order-baked', orderKey)
+    // The view was written pending with the order: BakingStarted and OrderBaked folded in.
+    assert.equal(processBaked.attributes['bakery.events_folded'], 2)
+    assert.equal(processBaked.attributes['bakery.view.version'], 3)
 
     // The trace id is in the order's history, on every event.
     const redis = new Redis(REDIS_URL)
     try {
-      const history = await new EventStore(redis, keys(bakery.namespace)).read(orderKey as OrderKey)
+      const store = new EventStore(redis, keys(bakery().namespace))
+      const history = await store.read(orderKey as OrderKey)
       assert.equal(history.length, 3)
       for (const entry of history)
         assert.match(entry.trace.traceparent ?? '', new RegExp(`^00-${traceId}-`))
@@ -264,50 +277,10 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
       redis.disconnect()
     }
 
-    // No noise: probes and Redis calls outside any request (the relay's polling) are not traced.
+    // No noise: probes are not traced.
     assert.deepEqual(
-      receiver.spans.filter((s) => String(s.attributes['url.path']).startsWith('/healthz')),
+      receiver().spans.filter((s) => String(s.attributes['url.path']).startsWith('/healthz')),
       [],
-    )
-    assert.deepEqual(
-      receiver.spans.filter((s) => isRedis(s) && s.parentSpanId === ''),
-      [],
-      'no Redis call starts a trace of its own',
-    )
-  })
-
-  test('orders placed at once keep each Redis call in its own order trace', async () => {
-    // Redis commands issued in the same tick share one write (auto-pipelining); each command's
-    // span must still hang under the order that issued it, not under the first in the batch.
-    const placed = await Promise.all(Array.from({ length: 24 }, () => placeOrder(bakery.base)))
-    const traceOfOrder = new Map(
-      placed.map(({ orderKey, traceresponse }) => [
-        orderKey,
-        TRACE_RESPONSE.exec(traceresponse)?.[1] ?? '',
-      ]),
-    )
-    for (const { orderKey } of placed)
-      await waitFor(`order ${orderKey} to be finished`, async () =>
-        (await statusOf(bakery.base, orderKey)) === 'finished' ? true : undefined,
-      )
-    for (const traceId of traceOfOrder.values())
-      await completeTrace(receiver, traceId, [['process bakery/order-baked', 'bakery-projector']])
-
-    const orderRedisSpans = receiver.spans.filter(
-      (s) => isRedis(s) && traceOfOrder.has(String(s.attributes['bakery.order_key'])),
-    )
-    assert.ok(orderRedisSpans.length >= 24 * 3, 'every role traced its Redis calls')
-    // (A GET of the order while it was polled is a trace of its own, and not a stray.)
-    const orderTraces = new Set(traceOfOrder.values())
-    const strays = orderRedisSpans.filter(
-      (s) =>
-        orderTraces.has(s.traceId) &&
-        s.traceId !== traceOfOrder.get(String(s.attributes['bakery.order_key'])),
-    )
-    assert.deepEqual(
-      strays.map((s) => `${s.service} ${s.name} of ${String(s.attributes['bakery.order_key'])}`),
-      [],
-      'no Redis call of one order is in another order’s trace',
     )
   })
 
@@ -317,7 +290,7 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
     const traceId = randomBytes(16).toString('hex')
     const parentSpanId = randomBytes(8).toString('hex')
     const orderKey = randomBytes(16).toString('hex')
-    const connection = await amqp.connect(bakery.amqpUrl)
+    const connection = await amqp.connect(bakery().amqpUrl)
     try {
       const channel = await connection.createConfirmChannel()
       const message = {
@@ -353,11 +326,9 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
     }
 
     // The sender's own span is not exported here: the consumer span's parent is outside.
-    const trace = await waitFor('the error spans', () => {
-      const spans = traceOf(receiver.spans, traceId)
-      return spans.named('process bakery/place-order').length > 0 && spans.named('bake').length > 0
-        ? spans
-        : undefined
+    const trace = await waitFor('the error span', () => {
+      const spans = traceOf(receiver().spans, traceId)
+      return spans.named('process bakery/place-order').length > 0 ? spans : undefined
     })
     const process = trace.one('process bakery/place-order', 'bakery-baker')
     assert.equal(process.parentSpanId, parentSpanId, 'the context came from the attributes header')
@@ -366,9 +337,71 @@ describe('one trace per order, exported over OTLP/HTTP JSON', () => {
     assert.equal(process.attributes['error.type'], 'PermanentFailure')
     assert.equal(process.attributes['bakery.order_key'], orderKey)
     assert.ok(process.events.includes('exception'))
-    const bake = trace.one('bake')
-    assert.equal(bake.parentSpanId, process.spanId)
-    assert.equal(bake.status.code, StatusCode.error)
+  })
+})
+
+describe('with BAKERY_TRACE_REDIS=true, every Redis command in its order’s trace', () => {
+  const { receiver, bakery } = tracedBakery('tracing-redis', { BAKERY_TRACE_REDIS: 'true' })
+
+  test('each role’s Redis calls hang under the span that made them', async () => {
+    const { orderKey, trace } = await finishedOrder(receiver(), bakery().base)
+    const outline = `\n${trace.outline()}`
+    const root = trace.one('POST /orders')
+
+    // The reception's append is a Redis call within the request.
+    const append = trace.spans.filter((s) => s.service === 'bakery-reception' && isRedis(s))
+    assert.ok(append.length > 0, `the reception's Redis write is traced${outline}`)
+    for (const span of append) assert.ok(trace.descends(span, root))
+    // The baker reads and appends within the processing of PlaceOrder.
+    const processCommand = trace.one('process bakery/place-order')
+    assert.ok(trace.children(processCommand).some(isRedis), `the baker's Redis calls${outline}`)
+    // The projector reads the view and what it misses, and saves it.
+    const processBaked = trace.one('process bakery/order-baked', 'bakery-projector')
+    const writes = trace.children(processBaked).filter(isRedis)
+    assert.ok(writes.length > 0, `the projector reads and writes Redis${outline}`)
+    for (const write of writes) assert.equal(write.attributes['bakery.order_key'], orderKey)
+
+    assert.deepEqual(
+      receiver().spans.filter((s) => isRedis(s) && s.parentSpanId === ''),
+      [],
+      'no Redis call starts a trace of its own (the relay polling the outbox)',
+    )
+  })
+
+  test('orders placed at once keep each Redis call in its own order trace', async () => {
+    // Redis commands issued in the same tick share one write (auto-pipelining); each command's
+    // span must still hang under the order that issued it, not under the first in the batch.
+    const base = bakery().base
+    const placed = await Promise.all(Array.from({ length: 24 }, () => placeOrder(base)))
+    const traceOfOrder = new Map(
+      placed.map(({ orderKey, traceresponse }) => [
+        orderKey,
+        TRACE_RESPONSE.exec(traceresponse)?.[1] ?? '',
+      ]),
+    )
+    for (const { orderKey } of placed)
+      await waitFor(`order ${orderKey} to be finished`, async () =>
+        (await statusOf(base, orderKey)) === 'finished' ? true : undefined,
+      )
+    for (const traceId of traceOfOrder.values())
+      await completeTrace(receiver(), traceId, [['process bakery/order-baked', 'bakery-projector']])
+
+    const orderRedisSpans = receiver().spans.filter(
+      (s) => isRedis(s) && traceOfOrder.has(String(s.attributes['bakery.order_key'])),
+    )
+    assert.ok(orderRedisSpans.length >= 24 * 3, 'every role traced its Redis calls')
+    // (A GET of the order while it was polled is a trace of its own, and not a stray.)
+    const orderTraces = new Set(traceOfOrder.values())
+    const strays = orderRedisSpans.filter(
+      (s) =>
+        orderTraces.has(s.traceId) &&
+        s.traceId !== traceOfOrder.get(String(s.attributes['bakery.order_key'])),
+    )
+    assert.deepEqual(
+      strays.map((s) => `${s.service} ${s.name} of ${String(s.attributes['bakery.order_key'])}`),
+      [],
+      'no Redis call of one order is in another order’s trace',
+    )
   })
 })
 

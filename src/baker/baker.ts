@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { OrderKey, PlaceOrder } from '../messages'
+import { isAnnounced, type OrderKey, type PlaceOrder } from '../messages'
 import {
   VersionConflict,
   type EventStore,
@@ -8,7 +8,7 @@ import {
 } from '../platform/event-store'
 import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
-import { Attr, inSpan, messageSentAt } from '../platform/tracing'
+import { annotate, Attr, messageSentAt } from '../platform/tracing'
 import { planBake, type BakePlan } from './bake-time'
 import {
   decide,
@@ -30,38 +30,51 @@ export interface BakerDeps {
 export interface BakeOutcome {
   readonly plan: BakePlan | undefined
   readonly state: OrderState
+  /** The versions of the events this handling appended (none when the work was done already). */
+  readonly appended: readonly number[]
 }
 
 /**
  * Handles PlaceOrder: take the order into the oven, bake it, take it out. Each step is
  * load -> decide -> append, so a redelivered command finds the work done and adds nothing.
- * All of it is the `bake` span, whose events' messages continue the trace.
+ * The bake is told on the `process bakery/place-order` span around it; OrderBaked's message
+ * continues the trace.
  */
 export async function bake(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
-  const attributes = { [Attr.orderKey]: command.orderKey, [Attr.pastry]: command.pastry }
-  return inSpan('bake', attributes, async (span) => {
-    const orderedAt = Date.parse(command.orderTime)
-    const queuedSince = messageSentAt() ?? orderedAt
-    span.setAttribute(Attr.timeOnQueueMs, Math.max(0, deps.now().getTime() - queuedSince))
-    const outcome = await bakeOrder(deps, command)
-    span.setAttribute(Attr.orderStatus, outcome.state.status)
-    if (outcome.plan) {
-      span.setAttribute(Attr.mistake, outcome.plan.mistake)
-      span.setAttribute(Attr.bakeMs, outcome.plan.totalMs)
-      span.setAttribute(Attr.timeToCompletionMs, deps.now().getTime() - orderedAt)
-      if (outcome.state.status === 'finished')
-        metrics.orderFinished(command.orderTime, outcome.plan.totalMs, deps.now().getTime())
-    }
-    return outcome
-  })
+  const orderedAt = Date.parse(command.orderTime)
+  const timeOnQueueMs = Math.max(0, deps.now().getTime() - (messageSentAt() ?? orderedAt))
+  const outcome = await bakeOrder(deps, command)
+  const { plan, state, appended } = outcome
+  if (plan && state.status === 'finished')
+    metrics.orderFinished(command.orderTime, plan.totalMs, deps.now().getTime())
+  annotate(() => ({
+    [Attr.pastry]: command.pastry,
+    [Attr.timeOnQueueMs]: timeOnQueueMs,
+    [Attr.orderStatus]: state.status,
+    [Attr.appendedVersions]: [...appended],
+    ...(plan && {
+      [Attr.mistake]: plan.mistake,
+      [Attr.bakeMs]: plan.totalMs,
+      [Attr.timeToCompletionMs]: deps.now().getTime() - orderedAt,
+    }),
+  }))
+  return outcome
 }
 
 async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutcome> {
-  const started = await execute(deps, command.orderKey, () => ({
-    type: 'StartBaking',
-    at: deps.now(),
-  }))
-  if (started.state.status !== 'baking') return { plan: undefined, state: started.state }
+  // A new order is pending at version 1 (its OrderPlaced): the first step starts from that,
+  // without reading the stream. Otherwise (a redelivery, another baker got there, no such order)
+  // the append's version check says so, and the step reads, decides again and appends.
+  const { orderKey, pastry, orderTime } = command
+  const placed: Folded = { state: { status: 'pending', orderKey, pastry, orderTime }, version: 1 }
+  const started = await execute(
+    deps,
+    command.orderKey,
+    () => ({ type: 'StartBaking', at: deps.now() }),
+    placed,
+  )
+  if (started.state.status !== 'baking')
+    return { plan: undefined, state: started.state, appended: started.appended }
   const plan = planBake(command.pastry, deps.random(), deps.bakeTimeScale)
   await (deps.oven ?? ((ms) => sleep(ms)))(plan.totalMs)
   // The second step starts from what the first one left, without reading the stream again; if
@@ -77,7 +90,7 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
     }),
     started,
   )
-  return { plan, state: finished.state }
+  return { plan, state: finished.state, appended: [...started.appended, ...finished.appended] }
 }
 
 /** An order's state and the version of its stream it was folded from. */
@@ -86,15 +99,23 @@ interface Folded {
   readonly version: number
 }
 
+/** What a step left: the state, its version, and the versions the step itself appended. */
+interface Executed extends Folded {
+  readonly appended: readonly number[]
+}
+
 const MAX_CONFLICTS = 5
 
-/** Load, decide, append; on a version conflict another writer won, so decide again on its result. */
+/**
+ * Load (unless the caller knows the state and version), decide, append; on a version conflict
+ * another writer won, so read, and decide again on its result.
+ */
 async function execute(
   { store }: BakerDeps,
   orderKey: OrderKey,
   command: () => BakerCommand,
   known?: Folded,
-): Promise<Folded> {
+): Promise<Executed> {
   for (let attempt = 1; ; attempt++) {
     const { state, version } = attempt === 1 && known ? known : fold(await store.read(orderKey))
     let events
@@ -104,11 +125,15 @@ async function execute(
       if (error instanceof InvalidTransition) throw new PermanentFailure(error.message)
       throw error
     }
-    if (events.length === 0) return { state, version }
-    const outbox: OutboxMessage[] = events.map((message) => ({ kind: 'event', message }))
+    if (events.length === 0) return { state, version, appended: [] }
+    // BakingStarted stays in the log; OrderBaked goes on the bus for the projector.
+    const outbox: OutboxMessage[] = events
+      .filter(isAnnounced)
+      .map((message) => ({ kind: 'event', message }))
     try {
-      const appended = await store.append(orderKey, version, events, outbox)
-      return { state: events.reduce(evolve, state), version: appended }
+      const now = await store.append(orderKey, version, events, outbox)
+      const appended = events.map((_, i) => version + 1 + i)
+      return { state: events.reduce(evolve, state), version: now, appended }
     } catch (error) {
       if (!(error instanceof VersionConflict) || attempt >= MAX_CONFLICTS) throw error
     }

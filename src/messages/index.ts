@@ -1,5 +1,5 @@
 import * as t from 'io-ts'
-import { defineMessage, type MessageOf } from './define'
+import { assertNever, defineMessage, type MessageOf } from './define'
 import { Name, NonNegativeInt, OrderKey, Timestamp } from './fields'
 
 export * from './define'
@@ -15,7 +15,10 @@ export const PlaceOrder = defineMessage('command', 'bakery/place-order', 1, {
 })
 export type PlaceOrder = MessageOf<typeof PlaceOrder>
 
-/** The order was accepted at reception: status `pending`. */
+/**
+ * The order was accepted at reception: status `pending`. A fact of the log only: the reception's
+ * append writes the pending view with it, so nothing needs it on the bus.
+ */
 export const OrderPlaced = defineMessage('event', 'bakery/order-placed', 1, {
   orderKey: OrderKey,
   customer: Name,
@@ -24,14 +27,17 @@ export const OrderPlaced = defineMessage('event', 'bakery/order-placed', 1, {
 })
 export type OrderPlaced = MessageOf<typeof OrderPlaced>
 
-/** A baker took the order: status `baking`. */
+/**
+ * A baker took the order: status `baking`. A fact of the log only: GET folds it in while the
+ * read model waits for OrderBaked, and the live updates read it from the order's stream.
+ */
 export const BakingStarted = defineMessage('event', 'bakery/baking-started', 1, {
   orderKey: OrderKey,
   startedAt: Timestamp,
 })
 export type BakingStarted = MessageOf<typeof BakingStarted>
 
-/** The pastry is out of the oven: status `finished`. */
+/** The pastry is out of the oven: status `finished`. On the bus: the projector folds the order. */
 export const OrderBaked = defineMessage('event', 'bakery/order-baked', 1, {
   orderKey: OrderKey,
   bakedAt: Timestamp,
@@ -47,6 +53,23 @@ export const OrderEvent = t.union([OrderPlaced.codec, BakingStarted.codec, Order
 export type OrderEvent = t.TypeOf<typeof OrderEvent>
 export type OrderEventName = OrderEvent['$name']
 
+/**
+ * Whether an event is announced on the bus (the appender puts it in the outbox). Two messages
+ * cross RabbitMQ per order, the design's own shape: PlaceOrder, then OrderBaked, on which the
+ * projector folds the whole tail of the order's stream into the read model.
+ */
+export function isAnnounced(event: OrderEvent): event is OrderBaked {
+  switch (event.$name) {
+    case 'bakery/order-placed':
+    case 'bakery/baking-started':
+      return false
+    case 'bakery/order-baked':
+      return true
+    default:
+      return assertNever(event)
+  }
+}
+
 /** Every message that crosses the bus, by `$name`, for decoding at the consumer. */
-export const busMessages = [PlaceOrder, ...orderEvents] as const
-export type BusMessage = PlaceOrder | OrderEvent
+export const busMessages = [PlaceOrder, OrderBaked] as const
+export type BusMessage = PlaceOrder | OrderBaked

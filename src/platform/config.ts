@@ -71,6 +71,13 @@ const BrokerUrls = new t.Type<readonly URL[], string, unknown>(
 
 const QueueType = t.keyof({ classic: null, quorum: null })
 
+const BooleanString = new t.Type<boolean, string, unknown>(
+  'boolean (true or false)',
+  (u): u is boolean => typeof u === 'boolean',
+  (u, c) => (u === 'true' || u === 'false' ? t.success(u === 'true') : t.failure(u, c)),
+  String,
+)
+
 const LogLevel = t.keyof({
   fatal: null,
   error: null,
@@ -184,6 +191,11 @@ export const variables = {
     UrlString(['http:', 'https:']),
     'http://localhost:16686',
     'Jaeger UI, for the trace links Bakery prints.',
+  ),
+  BAKERY_TRACE_REDIS: variable(
+    BooleanString,
+    'false',
+    'Adds a span per Redis command to the traces (about 10 more per order), to look into Redis.',
   ),
   SSE_HEARTBEAT_MS: variable(
     IntFromString(100, 600_000),

@@ -12,7 +12,7 @@ import {
   type BusMessage,
   type OrderKey,
 } from '../messages'
-import type { Keys } from './keys'
+import { liveViewKeyLua, type Keys } from './keys'
 import { fieldRecord } from './redis'
 
 /** W3C trace context headers (`traceparent`, `tracestate`), as a propagator writes them. */
@@ -44,6 +44,12 @@ export class VersionConflict extends Error {
     super(`order ${orderKey} is at version ${actual}, expected ${expected}`)
   }
 }
+
+/**
+ * The fields of an order's read-model hash (its `version` is set by the append), written with the
+ * events that produce it.
+ */
+export type ViewFields = Readonly<Record<string, string>>
 
 /** The outbox holds more than the limit the append was given: the bus is far behind. */
 export class OutboxFull extends Error {
@@ -84,8 +90,14 @@ end
 
 // Checks the expected version and appends to the order stream, the global log and the outbox in
 // one atomic step: two writers can never interleave, and an event never exists without the
-// messages that announce it. Its arguments start at ARGV[o + 1], so that APPEND_ONCE can put its
-// own in front.
+// messages that announce it. When the writer passes the order's read-model view after these
+// events (the reception does for a new order), it is saved in the same step, if newer than the
+// stored one, as the projector would: the order is readable from the moment the append returns.
+// Its arguments start at ARGV[o + 1], so that APPEND_ONCE can put its own in front: expected
+// version, append id, outbox limit (0: none), order key, recordedAt, event count, trace, outbox
+// count, view prefix ('' for no view), then the events' (type, JSON) pairs, the outbox's
+// (kind, JSON) pairs and the view's (field, value) pairs. KEYS[4] is the read model's
+// generation key.
 const APPEND_BODY = `
 if current ~= expected then
   return redis.error_reply('WRONGVERSION ' .. current)
@@ -95,7 +107,7 @@ if outboxLimit > 0 and redis.call('XLEN', KEYS[3]) >= outboxLimit then
   return redis.error_reply('OUTBOXFULL ' .. outboxLimit)
 end
 local orderKey, recordedAt, trace = ARGV[o + 4], ARGV[o + 5], ARGV[o + 7]
-local i = o + 8
+local outboxCount, viewPrefix, i = tonumber(ARGV[o + 8]), ARGV[o + 9], o + 10
 for n = 1, eventCount do
   local version = current + n
   local kind, event = ARGV[i], ARGV[i + 1]
@@ -105,10 +117,17 @@ for n = 1, eventCount do
   redis.call('XADD', KEYS[2], '*', 'order', orderKey, 'version', version, 'type', kind,
     'event', event, 'recordedAt', recordedAt, 'trace', trace)
 end
-while i <= #ARGV do
+for n = 1, outboxCount do
   redis.call('XADD', KEYS[3], '*', 'order', orderKey, 'kind', ARGV[i], 'message', ARGV[i + 1],
     'trace', trace)
   i = i + 2
+end
+if viewPrefix ~= '' then
+  ${liveViewKeyLua('KEYS[4]', 'viewPrefix', 'orderKey')}
+  local stored = tonumber(redis.call('HGET', key, 'version') or '0') or 0
+  if current + eventCount > stored then
+    redis.call('HSET', key, 'version', current + eventCount, unpack(ARGV, i))
+  end
 end
 `
 
@@ -119,17 +138,17 @@ ${APPEND_BODY}
 return done(current + eventCount)
 `
 
-// The same append, done only if the claim key (KEYS[4]) is free, which it then holds with
+// The same append, done only if the claim key (KEYS[5]) is free, which it then holds with
 // ARGV[1] for ARGV[2] seconds: of concurrent appends with one claim, exactly one writes anything.
 // The others get what the claim holds. A resent append is recognised before the claim is looked
 // at: the claim it finds is its own.
 const APPEND_ONCE = `local o = 2
 local function done(version) return {'appended', version} end
 ${ALREADY_DONE}
-local claimed = redis.call('GET', KEYS[4])
+local claimed = redis.call('GET', KEYS[5])
 if claimed then return {'claimed', claimed} end
 ${APPEND_BODY}
-redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2])
 return done(current + eventCount)
 `
 
@@ -139,12 +158,14 @@ declare module 'ioredis' {
       orderStream: string,
       events: string,
       outbox: string,
+      viewGeneration: string,
       ...args: (string | number)[]
     ): Result<number, Context>
     bakeryAppendOnce(
       orderStream: string,
       events: string,
       outbox: string,
+      viewGeneration: string,
       claim: string,
       ...args: (string | number)[]
     ): Result<['appended', number] | ['claimed', string], Context>
@@ -157,6 +178,8 @@ export interface AppendOptions {
    * Checked in the append's own script, so it costs no round trip.
    */
   readonly outboxLimit?: number
+  /** The order's read-model view after these events, saved with them if newer than the stored. */
+  readonly view?: ViewFields
 }
 
 /** An append that may happen once per claim, e.g. per `Idempotency-Key`. */
@@ -239,13 +262,14 @@ export class EventStore {
     readonly keys: Keys,
     private readonly now: () => Date = () => new Date(),
   ) {
-    redis.defineCommand('bakeryAppend', { numberOfKeys: 3, lua: APPEND })
-    redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 4, lua: APPEND_ONCE })
+    redis.defineCommand('bakeryAppend', { numberOfKeys: 4, lua: APPEND })
+    redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 5, lua: APPEND_ONCE })
   }
 
   /**
    * Appends `events` to the order's stream if it is at `expectedVersion` (0: the stream must not
-   * exist), with `outbox` messages to be relayed. Returns the new version.
+   * exist), with `outbox` messages to be relayed, and the order's read-model view after them if
+   * `options.view` gives it. Returns the new version.
    * @throws VersionConflict when another writer got there first.
    * @throws OutboxFull when `options.outboxLimit` is reached.
    */
@@ -262,6 +286,7 @@ export class EventStore {
         this.keys.orderStream(orderKey),
         this.keys.events,
         this.keys.outbox,
+        this.keys.viewGeneration,
         ...args,
       ),
     )
@@ -285,6 +310,7 @@ export class EventStore {
         this.keys.orderStream(orderKey),
         this.keys.events,
         this.keys.outbox,
+        this.keys.viewGeneration,
         claim.key,
         claim.value,
         claim.ttlSeconds,
@@ -301,7 +327,7 @@ export class EventStore {
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
-    { outboxLimit = 0 }: AppendOptions,
+    { outboxLimit = 0, view }: AppendOptions,
   ): (string | number)[] {
     const args: (string | number)[] = [
       expectedVersion,
@@ -311,9 +337,12 @@ export class EventStore {
       timestamp(this.now()),
       events.length,
       JSON.stringify(currentTrace()),
+      outbox.length,
+      view ? this.keys.viewPrefix : '',
     ]
     for (const event of events) args.push(event.$name, JSON.stringify(event))
     for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))
+    if (view) for (const [field, value] of Object.entries(view)) args.push(field, value)
     return args
   }
 

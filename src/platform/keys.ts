@@ -54,3 +54,16 @@ export function keys(namespace: string): Keys {
     idempotency: (keyDigest) => `${tag}:idempotency:${keyDigest}`,
   }
 }
+
+/**
+ * Lua that sets `key` to an order's read-model hash in the live generation, read in the same
+ * atomic step as the script uses it (`bakery replay` flips the generation between two calls,
+ * never during one). The arguments are Lua expressions: the generation key, the view prefix and
+ * the order key. The hash shares the `{ns}` hash tag with the generation key, so a script that
+ * uses it stays within one Redis Cluster slot.
+ */
+export const liveViewKeyLua = (generation: string, prefix: string, orderKey: string) => `
+local generation = redis.call('GET', ${generation})
+local key = ${prefix} .. ${orderKey}
+if generation and generation ~= '0' then key = ${prefix} .. generation .. ':' .. ${orderKey} end
+`

@@ -5,8 +5,13 @@ import { context, propagation } from '@opentelemetry/api'
 import type { BusInstance } from '@node-ts/bus-core'
 import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis } from 'ioredis'
-import { PathReporter } from 'io-ts/lib/PathReporter'
-import { busMessages, PlaceOrder, type AnyMessageDefinition, type BusMessage } from '../messages'
+import {
+  busMessages,
+  describeFieldErrors,
+  PlaceOrder,
+  type AnyMessageDefinition,
+  type BusMessage,
+} from '../messages'
 import { parseTrace } from './event-store'
 import type { Logger } from './logger'
 import { fieldRecord } from './redis'
@@ -225,7 +230,7 @@ function decodeOutboxMessage(fields: Record<string, string>): BusMessage | strin
     return `${definition.$name} is a ${definition.kind}, but the entry says ${kind}`
   const decoded = definition.codec.decode(json)
   if (isLeft(decoded))
-    return `the message is not a valid ${definition.$name} v${definition.$version}: ${PathReporter.report(decoded).join('; ')}`
+    return `the message is not a valid ${definition.$name} v${definition.$version}: ${describeFieldErrors(decoded.left)}`
   return decoded.right as BusMessage
 }
 

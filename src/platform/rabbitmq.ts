@@ -11,8 +11,10 @@ import amqp, {
 } from 'amqplib'
 import {
   HandlerDispatchRejected,
+  isClassHandler,
   type BusInstance,
   type CoreDependencies,
+  type FunctionHandler,
   type Receiver,
   type Transport,
   type TransportMessage,
@@ -113,6 +115,8 @@ export interface RabbitTransportOptions {
 }
 
 const AttributeMap = t.record(t.string, t.union([t.string, t.number, t.boolean]))
+
+type Handler = FunctionHandler<Command | Event>
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<ConsumeMessage> {
@@ -122,6 +126,9 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
   private publisher: ConfirmChannel | undefined
   private consumer: { channel: Channel; tag: string; acks: Acknowledgements } | undefined
   private bus: BusInstance | undefined
+  private core: CoreDependencies | undefined
+  /** bus-core's handlers of each message the queue takes, by `$name` (see `dispatch`). */
+  private handlers: ReadonlyMap<string, readonly Handler[]> = new Map()
   private connected = false
   private closing = false
   private running: Promise<void> | undefined
@@ -163,7 +170,9 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     return this.connected
   }
 
-  prepare(_core: CoreDependencies): void {}
+  prepare(core: CoreDependencies): void {
+    this.core = core
+  }
 
   /** Starts connecting in the background: a role must run (and say why it waits) without a broker. */
   async connect(): Promise<void> {
@@ -171,9 +180,13 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     return Promise.resolve()
   }
 
-  /** Starts handing deliveries to `bus.receive`; consuming begins as soon as the broker is there. */
+  /**
+   * Starts handing deliveries to the handlers registered with `bus` (withHandler); consuming
+   * begins as soon as the broker is there.
+   */
   startConsuming(bus: BusInstance): void {
     this.bus = bus
+    this.handlers = this.registeredHandlers()
     if (this.connected) void this.consume().catch((error) => this.dropConnection(error))
   }
 
@@ -219,7 +232,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     return Promise.resolve(undefined)
   }
 
-  /** Unused in receiver mode: the transport acknowledges once `bus.receive` settles. */
+  /** Unused in receiver mode: the transport acknowledges once the handlers settled. */
   async deleteMessage(): Promise<void> {}
 
   /** Unused in receiver mode: failures are retried or dead-lettered by the transport itself. */
@@ -227,6 +240,43 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
 
   /** Decodes a delivery; anything that can never be handled is a PoisonMessage. */
   async receive(raw: ConsumeMessage): Promise<TransportMessage<ConsumeMessage>> {
+    return Promise.resolve(this.decode(raw))
+  }
+
+  /**
+   * Hands a delivery to bus-core's handlers of its message, with the message and its context
+   * (`correlationId`, `attributes`, `stickyAttributes`), as `bus.receive` would. `bus.receive`
+   * itself is not used: per message it opens three async-local contexts, makes a logger and runs
+   * a middleware chain, most of what the bus cost a message (docs/performance.md). Bakery's
+   * handlers use none of it: they write to Redis, and the relay sends what they wrote.
+   */
+  async dispatch(raw: ConsumeMessage): Promise<void> {
+    const { domainMessage, attributes } = this.decode(raw)
+    const handlers = this.handlers.get(domainMessage.$name) ?? []
+    if (handlers.length === 0) throw new PoisonMessage(`no handler for ${domainMessage.$name}`)
+    if (handlers.length === 1) return handlers[0]!(domainMessage, attributes)
+    const results = await Promise.allSettled(
+      handlers.map(async (handle) => handle(domainMessage, attributes)),
+    )
+    const failures = results.flatMap((r) => (r.status === 'rejected' ? [unwrap(r.reason)] : []))
+    if (failures.length > 0) throw new HandlerDispatchRejected(failures)
+  }
+
+  /** Looked up once: bus-core's registry makes a logger on every lookup. */
+  private registeredHandlers(): Map<string, Handler[]> {
+    const core = this.core
+    if (!core) throw new Error('the transport was not prepared by bus-core')
+    const found = new Map<string, Handler[]>()
+    for (const name of this.accepted.keys()) {
+      const handlers = core.handlerRegistry.get(core.loggerFactory, { $name: name })
+      if (handlers.some(isClassHandler))
+        throw new Error(`${name}: class handlers need a container, which Bakery does not use`)
+      found.set(name, handlers as Handler[])
+    }
+    return found
+  }
+
+  private decode(raw: ConsumeMessage): TransportMessage<ConsumeMessage> {
     let text: string
     try {
       text = utf8.decode(raw.content)
@@ -254,7 +304,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         `the body is not a valid ${name} v${definition.$version}: ${describeFieldErrors(decoded.left)}`,
       )
     const headers = raw.properties.headers ?? {}
-    return Promise.resolve({
+    return {
       id: typeof raw.properties.messageId === 'string' ? raw.properties.messageId : undefined,
       raw,
       domainMessage: decoded.right as Command | Event,
@@ -266,7 +316,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
         attributes: parseAttributeHeader(headers, 'attributes'),
         stickyAttributes: parseAttributeHeader(headers, 'stickyAttributes'),
       },
-    })
+    }
   }
 
   private async publishMessage(
@@ -486,9 +536,7 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       if (delivery === null)
         return this.dropConnection(new Error('the broker cancelled the consumer'))
       acks.delivered(delivery)
-      const handling = this.handle(acks, delivery, bus).finally(() =>
-        this.inFlight.delete(handling),
-      )
+      const handling = this.handle(acks, delivery).finally(() => this.inFlight.delete(handling))
       this.inFlight.add(handling)
     })
     this.consumer = { channel, tag: consumerTag, acks }
@@ -500,16 +548,12 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
     void this.connection.close().catch(() => undefined)
   }
 
-  private async handle(
-    acks: Acknowledgements,
-    delivery: ConsumeMessage,
-    bus: BusInstance,
-  ): Promise<void> {
+  private async handle(acks: Acknowledgements, delivery: ConsumeMessage): Promise<void> {
     try {
       const queue = this.options.consume?.queue ?? ''
       const attempt = this.attemptOf(delivery)
       const traced = { delivery, queue, attempt, broker: this.broker, cause: unwrap }
-      await traceProcess(traced, () => bus.receive(delivery))
+      await traceProcess(traced, () => this.dispatch(delivery))
       acks.ack(delivery)
       metrics.messageHandled(delivery.properties.type)
     } catch (error) {

@@ -44,7 +44,7 @@ export function connectRedis(
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
     ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
   })
-  if (tracesAreRecorded()) sendEachCommandFromItsCaller(redis)
+  if (tracesAreRecorded() && commandsAreTraced()) sendEachCommandFromItsCaller(redis)
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the
   // connection dropping (Redis may be back before a reconnect ever fails, and that is an outage too).
   let down = false
@@ -92,6 +92,11 @@ function sendEachCommandFromItsCaller(redis: Redis): void {
     const caller = issuedIn.get(command)
     return caller ? context.with(caller, () => send(command, ...rest)) : send(command, ...rest)
   }
+}
+
+/** Whether the ioredis instrumentation wrapped `sendCommand` (BAKERY_TRACE_REDIS). */
+function commandsAreTraced(): boolean {
+  return (Redis.prototype.sendCommand as { __wrapped?: unknown }).__wrapped === true
 }
 
 interface QueuesCommands {

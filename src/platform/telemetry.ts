@@ -22,8 +22,16 @@ const FLUSH_TIMEOUT_MS = 3000
  * or `grpc` from OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL); `serviceName` is only the default name.
  * Bakery exports traces: metrics and logs exporters stay off unless OTEL_METRICS_EXPORTER /
  * OTEL_LOGS_EXPORTER ask for them, so a plain Jaeger is all a developer needs.
+ *
+ * An order's trace is lean by default: the request, and a `send` and a `process` span per bus
+ * message (docs/tracing.md). A span per Redis command (`traceRedis`, BAKERY_TRACE_REDIS) adds
+ * about ten more per order, and their cost: it is for looking into Redis, on demand.
  */
-export function startTelemetry(serviceName: string, logger: Logger): void {
+export function startTelemetry(
+  serviceName: string,
+  logger: Logger,
+  { traceRedis }: { readonly traceRedis: boolean },
+): void {
   process.env.OTEL_SERVICE_NAME ??= serviceName
   process.env.OTEL_METRICS_EXPORTER ??= 'none'
   process.env.OTEL_LOGS_EXPORTER ??= 'none'
@@ -39,12 +47,16 @@ export function startTelemetry(serviceName: string, logger: Logger): void {
       }),
       // The router's spans say which route ran; one span per plain middleware says little.
       new KoaInstrumentation({ ignoreLayersType: [KoaLayerType.MIDDLEWARE] }),
-      // Redis calls outside a trace (the relay polling the outbox) would each start a trace.
-      new IORedisInstrumentation({
-        requireParentSpan: true,
-        dbStatementSerializer: describeRedisCommand,
-        requestHook: (span, { cmdArgs }) => tagOrderKey(span, cmdArgs),
-      }),
+      ...(traceRedis
+        ? [
+            // Redis calls outside a trace (the relay polling the outbox) would each start one.
+            new IORedisInstrumentation({
+              requireParentSpan: true,
+              dbStatementSerializer: describeRedisCommand,
+              requestHook: (span, { cmdArgs }) => tagOrderKey(span, cmdArgs),
+            }),
+          ]
+        : []),
     ],
   })
   sdk.start()

@@ -1,4 +1,4 @@
-import { orderEvents, PlaceOrder } from '../messages'
+import { OrderBaked, PlaceOrder } from '../messages'
 import type { Topology } from './rabbitmq'
 
 /** Bakery's queues. Every role declares all of them, so nothing sent is dropped for want of a queue. */
@@ -10,7 +10,7 @@ export const queues = {
 export const topology: Topology = {
   queues: [
     { name: queues.baker, messages: [PlaceOrder] },
-    { name: queues.projector, messages: orderEvents },
+    { name: queues.projector, messages: [OrderBaked] },
   ],
   deadLetterQueue: 'bakery.dead-letter',
 }

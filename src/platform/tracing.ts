@@ -18,7 +18,9 @@ import type { ConsumeMessage } from 'amqplib'
  * `send <exchange>` PRODUCER span around each publish, whose context travels in the message's
  * `attributes` header (per hop: bus-core does not copy plain attributes to the messages a handler
  * sends), and a `process <exchange>` CONSUMER span, its child, around each delivery's handling.
- * Only the API is used here: without a started SDK every span is a no-op.
+ * Only the API is used here: without a started SDK every span is a no-op. Attributes are built
+ * only for spans that are recorded (`isRecording`): a trace the sampler dropped costs its
+ * context, not its attributes.
  */
 
 /** Attribute names: the messaging conventions' (incubating, so spelled out here) and Bakery's. */
@@ -44,6 +46,9 @@ export const Attr = {
   timeOnQueueMs: 'bakery.time_on_queue_ms',
   timeToCompletionMs: 'bakery.time_to_completion_ms',
   orderStatus: 'bakery.order.status',
+  appendedVersions: 'bakery.appended_versions',
+  eventsFolded: 'bakery.events_folded',
+  viewVersion: 'bakery.view.version',
 } as const
 
 export const SENT_AT_HEADER = 'x-bakery-sent-at'
@@ -75,23 +80,27 @@ export async function tracePublish<T>(
 ): Promise<T> {
   // Without an SDK there is no span to make and no context to pass on.
   if (!tracesAreRecorded()) return publish(attributes)
-  const spanAttributes: Attributes = {
-    ...messagingAttributes('send', details.destination, details.broker),
-    [Attr.messageId]: details.messageId,
-    [Attr.bodySize]: details.bodySize,
-  }
-  if (details.correlationId !== undefined)
-    spanAttributes[Attr.conversationId] = details.correlationId
-  if (details.orderKey !== undefined) spanAttributes[Attr.orderKey] = details.orderKey
   return tracer().startActiveSpan(
     `send ${details.destination}`,
-    { kind: SpanKind.PRODUCER, attributes: spanAttributes },
+    { kind: SpanKind.PRODUCER },
     (span) => {
+      if (span.isRecording()) span.setAttributes(publishAttributes(details))
       const outgoing: AttributeValues = { ...attributes }
       propagation.inject(context.active(), outgoing)
       return endSpanAfter(span, () => publish(outgoing))
     },
   )
+}
+
+function publishAttributes(details: PublishDetails): Attributes {
+  const attributes: Attributes = {
+    ...messagingAttributes('send', details.destination, details.broker),
+    [Attr.messageId]: details.messageId,
+    [Attr.bodySize]: details.bodySize,
+  }
+  if (details.correlationId !== undefined) attributes[Attr.conversationId] = details.correlationId
+  if (details.orderKey !== undefined) attributes[Attr.orderKey] = details.orderKey
+  return attributes
 }
 
 export interface DeliveryDetails {
@@ -111,35 +120,45 @@ export interface DeliveryDetails {
  * recorded on the span and rethrown for the transport to retry or dead-letter the message.
  */
 export async function traceProcess(
-  { delivery, queue, attempt, broker, cause }: DeliveryDetails,
+  details: DeliveryDetails,
   work: () => Promise<void>,
 ): Promise<void> {
   if (!tracesAreRecorded()) return work()
-  const { properties, fields } = delivery
+  const { properties, fields } = details.delivery
   // Retries come back through the default exchange; `type` still names the original one.
   const destination = typeof properties.type === 'string' ? properties.type : fields.exchange
   const headers: Record<string, unknown> = properties.headers ?? {}
-  const spanAttributes: Attributes = {
-    ...messagingAttributes('process', destination, broker),
-    [Attr.subscription]: queue,
-    [Attr.bodySize]: delivery.content.length,
-    [Attr.deliveryTag]: fields.deliveryTag,
-    [Attr.attempt]: attempt,
-  }
-  if (typeof properties.messageId === 'string')
-    spanAttributes[Attr.messageId] = properties.messageId
-  if (typeof properties.correlationId === 'string')
-    spanAttributes[Attr.conversationId] = properties.correlationId
   let parent = propagation.extract(ROOT_CONTEXT, carrierOf(headers.attributes))
   const sentAt = headers[SENT_AT_HEADER]
   if (typeof sentAt === 'number' && Number.isFinite(sentAt))
     parent = parent.setValue(sentAtKey, sentAt)
   await tracer().startActiveSpan(
     `process ${destination}`,
-    { kind: SpanKind.CONSUMER, attributes: spanAttributes },
+    { kind: SpanKind.CONSUMER },
     parent,
-    (span) => endSpanAfter(span, work, cause),
+    (span) => {
+      if (span.isRecording()) span.setAttributes(processAttributes(details, destination))
+      return endSpanAfter(span, work, details.cause)
+    },
   )
+}
+
+function processAttributes(
+  { delivery, queue, attempt, broker }: DeliveryDetails,
+  destination: string,
+): Attributes {
+  const { properties, fields } = delivery
+  const attributes: Attributes = {
+    ...messagingAttributes('process', destination, broker),
+    [Attr.subscription]: queue,
+    [Attr.bodySize]: delivery.content.length,
+    [Attr.deliveryTag]: fields.deliveryTag,
+    [Attr.attempt]: attempt,
+  }
+  if (typeof properties.messageId === 'string') attributes[Attr.messageId] = properties.messageId
+  if (typeof properties.correlationId === 'string')
+    attributes[Attr.conversationId] = properties.correlationId
+  return attributes
 }
 
 /** When the message being handled was published (ms since the epoch), if its sender said. */
@@ -148,15 +167,13 @@ export function messageSentAt(): number | undefined {
   return typeof value === 'number' ? value : undefined
 }
 
-/** Runs `work` in an INTERNAL span of its own; a failure is recorded on it and rethrown. */
-export async function inSpan<T>(
-  name: string,
-  attributes: Attributes,
-  work: (span: Span) => Promise<T>,
-): Promise<T> {
-  return tracer().startActiveSpan(name, { attributes }, (span) =>
-    endSpanAfter(span, () => work(span)),
-  )
+/**
+ * Adds attributes to the active span (for a handler, the `process` span of its message); they
+ * are built only if that span is recorded.
+ */
+export function annotate(attributes: () => Attributes): void {
+  const span = trace.getActiveSpan()
+  if (span?.isRecording()) span.setAttributes(attributes())
 }
 
 /** Ends `span` once `work` settles; a failure (as `cause` tells it) is recorded first, and rethrown. */
@@ -180,14 +197,15 @@ async function endSpanAfter<T>(
  * that searching Jaeger for `bakery.order_key=<key>` finds the trace's root.
  */
 export function markOrder(orderKey: string): void {
-  trace.getActiveSpan()?.setAttribute(Attr.orderKey, orderKey)
-  getRPCMetadata(context.active())?.span?.setAttribute(Attr.orderKey, orderKey)
+  annotate(() => ({ [Attr.orderKey]: orderKey }))
+  const server = getRPCMetadata(context.active())?.span
+  if (server?.isRecording()) server.setAttribute(Attr.orderKey, orderKey)
 }
 
 /** Tags the active span with the order a message is about, if it names one. */
 export function markOrderOf(message: object): void {
   const orderKey = (message as { orderKey?: unknown }).orderKey
-  if (typeof orderKey === 'string') trace.getActiveSpan()?.setAttribute(Attr.orderKey, orderKey)
+  if (typeof orderKey === 'string') annotate(() => ({ [Attr.orderKey]: orderKey }))
 }
 
 /** An error on its span: the exception event, `error.type`, and the error status. */
@@ -198,20 +216,30 @@ export function recordFailure(span: Span, error: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: `${failure.name}: ${failure.message}` })
 }
 
+/** The attributes every span of one operation on one destination shares, built once each. */
+const sharedAttributes = new Map<string, Attributes>()
+
 function messagingAttributes(
   operation: 'send' | 'process',
   destination: string,
   broker: URL,
 ): Attributes {
-  return {
-    [Attr.messagingSystem]: 'rabbitmq',
-    [Attr.messagingSystemName]: 'rabbitmq',
-    [Attr.destination]: destination,
-    [Attr.operationType]: operation,
-    [Attr.operationName]: operation,
-    [Attr.serverAddress]: broker.hostname,
-    [Attr.serverPort]: Number(broker.port || (broker.protocol === 'amqps:' ? 5671 : 5672)),
+  // A handful of destinations and one broker: reading a URL's parts showed in the profiles.
+  const key = `${operation} ${destination} ${broker.href}`
+  let shared = sharedAttributes.get(key)
+  if (!shared) {
+    shared = {
+      [Attr.messagingSystem]: 'rabbitmq',
+      [Attr.messagingSystemName]: 'rabbitmq',
+      [Attr.destination]: destination,
+      [Attr.operationType]: operation,
+      [Attr.operationName]: operation,
+      [Attr.serverAddress]: broker.hostname,
+      [Attr.serverPort]: Number(broker.port || (broker.protocol === 'amqps:' ? 5671 : 5672)),
+    }
+    sharedAttributes.set(key, shared)
   }
+  return shared
 }
 
 /** The string entries of an `attributes` header; anything unreadable is no context at all. */

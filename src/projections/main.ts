@@ -1,4 +1,4 @@
-import { orderEvents } from '../messages'
+import { OrderBaked } from '../messages'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
@@ -15,9 +15,7 @@ export async function runProjector(config: Config, logger: Logger): Promise<void
       queue: queues.projector,
       handlers: ({ redis, keys }) => {
         const deps = { views: new ViewStore(redis, keys) }
-        return orderEvents.map((event) =>
-          handlerFor(event, (message) => projectOrder(deps, message)),
-        )
+        return [handlerFor(OrderBaked, (message) => projectOrder(deps, message))]
       },
     },
   })

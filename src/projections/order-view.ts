@@ -1,5 +1,5 @@
 import * as t from 'io-ts'
-import { assertNever, Name, Timestamp, type OrderEvent } from '../messages'
+import { assertNever, isAnnounced, Name, Timestamp, type OrderEvent } from '../messages'
 
 export const OrderStatus = t.keyof({ pending: null, baking: null, finished: null })
 export type OrderStatus = t.TypeOf<typeof OrderStatus>
@@ -56,3 +56,12 @@ export function foldView(
   }
   return view && { view, version }
 }
+
+/**
+ * Whether the read model is written when this event is appended: OrderPlaced's view by the
+ * reception's append itself, OrderBaked's by the projector it is announced to. BakingStarted is
+ * not: a stored view may lag behind the log by such events, and whoever reads it folds them in
+ * (GET /orders/:key, `bakery replay --verify`).
+ */
+export const writesView = (event: OrderEvent): boolean =>
+  event.$name === 'bakery/order-placed' || isAnnounced(event)

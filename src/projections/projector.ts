@@ -1,6 +1,7 @@
 import type { OrderEvent } from '../messages'
 import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/rabbitmq'
+import { annotate, Attr } from '../platform/tracing'
 import { foldView } from './order-view'
 import type { ViewStore } from './view-store'
 
@@ -19,10 +20,12 @@ export async function projectOrder({ views }: ProjectorDeps, event: OrderEvent):
   const { stored, behind } = await views.withTail(event.orderKey)
   const last = behind[behind.length - 1]
   if (!last) {
+    annotate(() => ({ [Attr.eventsFolded]: 0, [Attr.viewVersion]: stored?.version ?? 0 }))
     if (stored) return
     throw new PermanentFailure(`order ${event.orderKey} has no history`)
   }
   const folded = foldView(behind, stored)
   if (!folded) throw new PermanentFailure(`order ${event.orderKey} has no OrderPlaced`)
   if (await views.save(event.orderKey, folded)) metrics.projected(last.recordedAt)
+  annotate(() => ({ [Attr.eventsFolded]: behind.length, [Attr.viewVersion]: folded.version }))
 }

@@ -2,19 +2,13 @@ import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis, Result } from 'ioredis'
 import type { OrderKey } from '../messages'
 import { decodeEntry, type StoredEvent } from '../platform/event-store'
-import type { Keys } from '../platform/keys'
+import { liveViewKeyLua, type Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { OrderView, type VersionedView } from './order-view'
 
 // Every script here finds the order's hash in the live generation of the read model (see
-// keys.ts), in the same atomic step as it uses it: `bakery replay` flips the generation between
-// two calls, never during one. The hash's name is built here from the generation; it shares the
-// `{ns}` hash tag with the generation key, so a script stays within one Redis Cluster slot.
-const LIVE_VIEW_KEY = `
-local generation = redis.call('GET', KEYS[1])
-local key = ARGV[1] .. ARGV[2]
-if generation and generation ~= '0' then key = ARGV[1] .. generation .. ':' .. ARGV[2] end
-`
+// keys.ts): KEYS[1] is the generation key, ARGV[1] the view prefix, ARGV[2] the order key.
+const LIVE_VIEW_KEY = liveViewKeyLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]')
 
 // Writes a view only if it is newer than the stored one: redelivered or reordered events can
 // never move an order backwards.

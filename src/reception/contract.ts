@@ -138,7 +138,8 @@ export function openApiDocument(): Json {
           requestBody: { required: true, content: json(ref('OrderRequest')) },
           responses: {
             '202': {
-              description: 'Accepted; the order is pending.',
+              description:
+                'Accepted; the order is pending, and GET /orders/{key} answers it from now on.',
               headers: {
                 Location: { schema: { type: 'string' }, description: 'The order: /orders/{key}.' },
                 'Idempotent-Replayed': {
@@ -164,7 +165,10 @@ export function openApiDocument(): Json {
       '/orders/{key}': {
         get: {
           operationId: 'getOrder',
-          summary: 'The order as it is now.',
+          summary:
+            'The order as it is now: its read-model view, with any events of its log the view ' +
+            'has not folded yet (the read model is written when the order is placed and when ' +
+            'it is baked; in between, this still says baking).',
           parameters: [orderKeyParameter],
           responses: {
             '200': { description: 'The order.', content: json(ref('OrderView')) },

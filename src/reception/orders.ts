@@ -3,7 +3,7 @@ import * as t from 'io-ts'
 import { isLeft } from 'fp-ts/lib/Either'
 import { Name, OrderKey, OrderPlaced, PlaceOrder, timestamp } from '../messages'
 import type { EventStore, OutboxMessage } from '../platform/event-store'
-import { foldView, type OrderView } from '../projections/order-view'
+import { evolveView, foldView, type OrderView } from '../projections/order-view'
 import type { ViewStore } from '../projections/view-store'
 
 /** What a client sends to place an order. Unknown fields are dropped, never stored. */
@@ -56,12 +56,13 @@ export class IdempotencyKeyReused extends Error {
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 
 /**
- * Records the order and, in the same atomic write, the PlaceOrder command for the baker. Once
- * this resolves the order exists, and the outbox relay will deliver the command.
+ * Records the order and, in the same atomic write, the PlaceOrder command for the baker and the
+ * order's pending view. Once this resolves the order exists and can be read, and the outbox relay
+ * will deliver the command.
  */
 export async function placeOrder(deps: OrdersDeps, request: OrderRequest): Promise<OrderKey> {
-  const { orderKey, events, outbox } = newOrder(deps, request)
-  await deps.store.append(orderKey, 0, events, outbox, { outboxLimit: deps.outboxLimit ?? 0 })
+  const { orderKey, events, outbox, view } = newOrder(deps, request)
+  await deps.store.append(orderKey, 0, events, outbox, { outboxLimit: deps.outboxLimit ?? 0, view })
   return orderKey
 }
 
@@ -75,7 +76,7 @@ export async function placeOrderOnce(
   request: OrderRequest,
   idempotency: Idempotency,
 ): Promise<Placed> {
-  const { orderKey, events, outbox } = newOrder(deps, request)
+  const { orderKey, events, outbox, view } = newOrder(deps, request)
   // The request as decoded (trimmed), so a retry that differs only in spacing is the same order.
   const fingerprint = sha256(JSON.stringify([request.customer, request.pastry]))
   const claim = {
@@ -85,6 +86,7 @@ export async function placeOrderOnce(
   }
   const result = await deps.store.appendOnce(claim, orderKey, 0, events, outbox, {
     outboxLimit: deps.outboxLimit ?? 0,
+    view,
   })
   if (result.appended) return { orderKey, replayed: false }
   const [claimedFor, claimedKey] = result.claimedBy.split(' ')
@@ -93,15 +95,13 @@ export async function placeOrderOnce(
   return { orderKey: earlier.right, replayed: true }
 }
 
+/** OrderPlaced for the log, PlaceOrder for the baker, and the view the order starts with. */
 function newOrder(deps: OrdersDeps, request: OrderRequest) {
   const orderKey = deps.newOrderKey()
   const order = { orderKey, ...request, orderTime: timestamp(deps.now()) }
-  const events = [OrderPlaced.create(order)]
-  const outbox: OutboxMessage[] = [
-    { kind: 'command', message: PlaceOrder.create(order) },
-    { kind: 'event', message: OrderPlaced.create(order) },
-  ]
-  return { orderKey, events, outbox }
+  const placed = OrderPlaced.create(order)
+  const outbox: OutboxMessage[] = [{ kind: 'command', message: PlaceOrder.create(order) }]
+  return { orderKey, events: [placed], outbox, view: evolveView(undefined, placed) }
 }
 
 /**

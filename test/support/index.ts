@@ -37,6 +37,7 @@ export async function createVhost(label: string): Promise<{
   name: string
   url: string
   queue: (queue: string) => Promise<{ ready: number; unacknowledged: number }>
+  exchanges: () => Promise<string[]>
   drop: () => Promise<void>
 }> {
   const name = `test-${label}-${randomBytes(4).toString('hex')}`
@@ -62,6 +63,15 @@ export async function createVhost(label: string): Promise<{
         .find(([queueName]) => queueName === queue)
       if (!row) throw new Error(`no queue ${queue} in vhost ${name}`)
       return { ready: Number(row[1]), unacknowledged: Number(row[2]) }
+    },
+    /** Every exchange declared in the vhost, but the broker's own (`amq.*`, the default). */
+    exchanges: async () => {
+      const args = ['-q', '--no-table-headers', 'list_exchanges', '-p', name, 'name']
+      const { stdout } = await run('rabbitmqctl', args)
+      return stdout
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((exchange) => exchange !== '' && !exchange.startsWith('amq.'))
     },
     drop: async () => {
       await run('rabbitmqctl', ['-q', 'delete_vhost', name]).catch(() => undefined)

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js'
 export const SpanKind = { internal: 1, server: 2, client: 3, producer: 4, consumer: 5 } as const
 export const StatusCode = { unset: 0, ok: 1, error: 2 } as const
 
-export type AttributeValue = string | number | boolean
+export type AttributeValue = string | number | boolean | readonly (string | number | boolean)[]
 
 export interface ReceivedSpan {
   readonly service: string
@@ -127,6 +127,7 @@ interface JsonAnyValue {
   boolValue?: boolean
   intValue?: number | string
   doubleValue?: number
+  arrayValue?: { values?: JsonAnyValue[] }
 }
 interface JsonKeyValue {
   key: string
@@ -173,12 +174,19 @@ function decodeJson(request: JsonRequest): ReceivedSpan[] {
 function jsonAttributes(list: JsonKeyValue[] = []): Record<string, AttributeValue> {
   const attributes: Record<string, AttributeValue> = {}
   for (const { key, value } of list) {
-    if (value?.stringValue !== undefined) attributes[key] = value.stringValue
-    else if (value?.boolValue !== undefined) attributes[key] = value.boolValue
-    else if (value?.intValue !== undefined) attributes[key] = Number(value.intValue)
-    else if (value?.doubleValue !== undefined) attributes[key] = value.doubleValue
+    const decoded = value?.arrayValue
+      ? (value.arrayValue.values ?? []).map(jsonScalar).filter((v) => v !== undefined)
+      : value && jsonScalar(value)
+    if (decoded !== undefined) attributes[key] = decoded
   }
   return attributes
+}
+
+function jsonScalar(value: JsonAnyValue): string | number | boolean | undefined {
+  if (value.stringValue !== undefined) return value.stringValue
+  if (value.boolValue !== undefined) return value.boolValue
+  if (value.intValue !== undefined) return Number(value.intValue)
+  return value.doubleValue
 }
 
 // --- OTLP protobuf: just enough of the wire format for the fields read here ---
