@@ -2,19 +2,9 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import {
-  dropNamespace,
-  freePort,
-  isolatedEnv,
-  listeningPort,
-  postOrder,
-  REDIS_URL,
-  startRole,
-  uniqueNamespace,
-  waitFor,
-  type RoleProcess,
-} from './support'
+import { dropNamespace, postOrder, REDIS_URL, uniqueNamespace, type RoleProcess } from './support'
 import { orderKeysIn } from './support/faults'
+import { startLoneReception } from './support/lone-reception'
 import { TcpProxy } from './support/tcp-proxy'
 
 /**
@@ -33,14 +23,7 @@ describe('an append whose reply was lost', () => {
   before(async () => {
     proxy = await TcpProxy.start(Number(new URL(REDIS_URL).port || 6379))
     // No broker at all: the outbox keeps every entry, so the test can count them.
-    const amqp = `amqp://guest:guest@127.0.0.1:${await freePort()}`
-    reception = await startRole(
-      'reception',
-      isolatedEnv(amqp, namespace, { REDIS_URL: proxy.url }),
-      /reception is attended/,
-    )
-    base = `http://127.0.0.1:${listeningPort(reception)}`
-    await waitFor('the reception to be ready', async () => (await fetch(`${base}/readyz`)).ok)
+    ;({ role: reception, base } = await startLoneReception(namespace, { REDIS_URL: proxy.url }))
     // The append script is loaded, so the cut command is the append itself, not a NOSCRIPT retry.
     await postOrder(base)
     const once = await fetch(`${base}/orders`, {

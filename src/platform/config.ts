@@ -150,6 +150,31 @@ export const variables = {
     '86400',
     'How long POST /orders remembers an Idempotency-Key (a retry after that places a new order).',
   ),
+  REDIS_COMMAND_TIMEOUT_MS: variable(
+    IntFromString(10, 600_000),
+    '2000',
+    "How long the reception waits for Redis to answer a request's command before it answers 503.",
+  ),
+  MAX_REQUESTS_IN_FLIGHT: variable(
+    IntFromString(1, 100_000),
+    '512',
+    'Requests the reception works on at once; past it, 503 with Retry-After (update streams count only while they open).',
+  ),
+  HTTP_HEADERS_TIMEOUT_MS: variable(
+    IntFromString(100, 600_000),
+    '10000',
+    "How long a client may take to send a request's headers before the reception closes the connection.",
+  ),
+  HTTP_REQUEST_TIMEOUT_MS: variable(
+    IntFromString(100, 3_600_000),
+    '30000',
+    'How long a client may take to send a whole request (headers and body); at least HTTP_HEADERS_TIMEOUT_MS.',
+  ),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: variable(
+    IntFromString(100, 600_000),
+    '5000',
+    'How long an idle keep-alive connection stays open.',
+  ),
 } as const
 
 type Variables = typeof variables
@@ -174,6 +199,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       config[name] = decoded.right
     }
   }
+  const { HTTP_HEADERS_TIMEOUT_MS: headers, HTTP_REQUEST_TIMEOUT_MS: request } = config
+  if (typeof headers === 'number' && typeof request === 'number' && request < headers)
+    problems.push(
+      `HTTP_REQUEST_TIMEOUT_MS=${request} is less than HTTP_HEADERS_TIMEOUT_MS=${headers}: the whole request cannot take less time than its headers`,
+    )
   if (problems.length > 0) throw new ConfigError(problems)
   return config as Config
 }

@@ -70,6 +70,11 @@ const httpDuration = new Histogram({
   buckets: LATENCY_BUCKETS,
   registers: [registry],
 })
+const requestsInFlight = new Gauge({
+  name: 'bakery_http_requests_in_flight',
+  help: 'Requests the reception is working on (MAX_REQUESTS_IN_FLIGHT caps it).',
+  registers: [registry],
+})
 const updateStreams = new Gauge({
   name: 'bakery_order_update_streams',
   help: 'Open GET /orders/:key/updates streams on this reception.',
@@ -125,6 +130,7 @@ export const metrics = {
   reportDependencies: (probe: () => Record<string, boolean>): void => {
     dependencyProbe = probe
   },
+  requestsInFlight: (count: number): void => requestsInFlight.set(count),
   updateStreamOpened: (): void => updateStreams.inc(),
   updateStreamClosed: (): void => updateStreams.dec(),
 }

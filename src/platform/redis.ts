@@ -11,10 +11,19 @@ export interface RedisOptions {
    */
   readonly failFast: boolean
   readonly name: string
+  /**
+   * A command not answered in this many ms fails (REDIS_COMMAND_TIMEOUT_MS): a Redis that is
+   * connected but stalls must not hold requests forever. Not for a connection that blocks.
+   */
+  readonly commandTimeoutMs?: number
 }
 
 /** A Redis connection that reconnects with backoff and says, once per outage, what is wrong. */
-export function connectRedis(url: URL, logger: Logger, { failFast, name }: RedisOptions): Redis {
+export function connectRedis(
+  url: URL,
+  logger: Logger,
+  { failFast, name, commandTimeoutMs }: RedisOptions,
+): Redis {
   const log = logger.child({ component: 'redis', connection: name })
   const redis = new Redis(url.href, {
     connectionName: `bakery-${name}`,
@@ -24,6 +33,7 @@ export function connectRedis(url: URL, logger: Logger, { failFast, name }: Redis
     enableOfflineQueue: !failFast,
     maxRetriesPerRequest: failFast ? 1 : null,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
+    ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
   })
   if (tracesAreRecorded()) sendEachCommandFromItsCaller(redis)
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the

@@ -73,7 +73,12 @@ export async function startService({
 }: ServiceOptions): Promise<Service> {
   const namespace = keys(config.BAKERY_NAMESPACE)
   // Consumers hold commands while Redis is away (the message waits); the reception fails fast.
-  const redis = connectRedis(config.REDIS_URL, logger, { failFast: !consume, name: 'commands' })
+  // Its commands answer requests: a stalled Redis must not hold them, so they time out.
+  const redis = connectRedis(config.REDIS_URL, logger, {
+    failFast: !consume,
+    name: 'commands',
+    ...(consume ? {} : { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }),
+  })
   const store = new EventStore(redis, namespace)
   const transport = new RabbitTransport({
     url: config.AMQP_URL,

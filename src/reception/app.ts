@@ -16,6 +16,7 @@ import {
   type ReadinessBody,
   type RootMessage,
 } from './contract'
+import { limitInFlight } from './in-flight'
 import { decodeOrThrow, readJsonObject } from './json-body'
 import type { OrderFeed } from './order-feed'
 import {
@@ -46,6 +47,8 @@ export interface AppDeps extends OrdersDeps {
     readonly idempotencyTtlSeconds: number
     /** JAEGER_UI_URL, where the storefront's trace links point. */
     readonly jaegerUi: URL
+    /** MAX_REQUESTS_IN_FLIGHT */
+    readonly maxRequestsInFlight: number
   }
 }
 
@@ -156,6 +159,7 @@ export function createApp(deps: AppDeps): Koa {
   const app = new Koa()
   app.use(requestMetrics)
   app.use(problemMiddleware(deps.logger))
+  app.use(limitInFlight(deps.settings.maxRequestsInFlight))
   app.use(router.routes())
   app.use(router.allowedMethods())
   // Koa would log errors to stderr a second time; the problem middleware already did.

@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
@@ -32,9 +33,22 @@ export async function runReception(config: Config, logger: Logger): Promise<void
       heartbeatMs: config.SSE_HEARTBEAT_MS,
       idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
       jaegerUi: config.JAEGER_UI_URL,
+      maxRequestsInFlight: config.MAX_REQUESTS_IN_FLIGHT,
     },
   })
-  const server = app.listen(config.PORT)
+  // Clients that send slowly (slowloris) or idle on a kept-alive connection are cut off; Node
+  // checks these timeouts every connectionsCheckingInterval, by default only every 30 s.
+  const handle = app.callback()
+  const server = createServer(
+    {
+      headersTimeout: config.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeout: config.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: config.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.min(1000, config.HTTP_HEADERS_TIMEOUT_MS),
+    },
+    (req, res) => void handle(req, res),
+  )
+  server.listen(config.PORT)
   server.on('clientError', answerClientError)
   await once(server, 'listening')
   const { port } = server.address() as AddressInfo

@@ -28,6 +28,7 @@ export function receptionExtras(
       heartbeatMs: config.SSE_HEARTBEAT_MS,
       idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
       jaegerUi: config.JAEGER_UI_URL,
+      maxRequestsInFlight: config.MAX_REQUESTS_IN_FLIGHT,
       ...settings,
     },
   }

@@ -1,0 +1,28 @@
+import { freePort, isolatedEnv, listeningPort, startRole, waitFor, type RoleProcess } from '.'
+
+export interface LoneReception {
+  readonly role: RoleProcess
+  readonly port: number
+  readonly base: string
+}
+
+/**
+ * A reception of its own, with no broker at all (AMQP_URL is a closed port: it takes orders into
+ * its outbox), in `namespace`, with `env` on top (a REDIS_URL of the test's own, say). Resolves
+ * once /readyz answers 200.
+ */
+export async function startLoneReception(
+  namespace: string,
+  env: Record<string, string> = {},
+): Promise<LoneReception> {
+  const amqp = `amqp://guest:guest@127.0.0.1:${await freePort()}`
+  const role = await startRole(
+    'reception',
+    isolatedEnv(amqp, namespace, env),
+    /reception is attended/,
+  )
+  const port = listeningPort(role)
+  const base = `http://127.0.0.1:${port}`
+  await waitFor('the reception to be ready', async () => (await fetch(`${base}/readyz`)).ok)
+  return { role, port, base }
+}
