@@ -131,6 +131,12 @@ describe('what the reception answers matches the OpenAPI document', () => {
     readiness: () => ({ ready: false, redis: 'down', rabbitmq: 'up' }),
     ...receptionExtras(down, down, namespace),
   })
+  // A client address that has used up its update streams (a cap of 0 stands for that).
+  const cappedApp = createApp({
+    ...base,
+    readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
+    ...receptionExtras(redis, redis, namespace, { maxStreamsPerClient: 0 }),
+  })
   const finished = randomOrderKey()
   const pending = randomOrderKey()
   const json = { 'content-type': 'application/json' }
@@ -142,6 +148,7 @@ describe('what the reception answers matches the OpenAPI document', () => {
     readonly request: InjectOptions
     readonly status: number
     readonly redisDown?: boolean
+    readonly capped?: boolean
   }
   const get = (url: string, headers: Record<string, string> = {}): InjectOptions => ({
     method: 'GET',
@@ -247,6 +254,13 @@ describe('what the reception answers matches the OpenAPI document', () => {
       status: 404,
     },
     {
+      name: 'too many streams',
+      path: '/orders/{key}/updates',
+      request: get(`/orders/${pending}/updates`),
+      status: 429,
+      capped: true,
+    },
+    {
       name: 'updates, Redis away',
       path: '/orders/{key}/updates',
       request: get(`/orders/${finished}/updates`),
@@ -307,7 +321,8 @@ describe('what the reception answers matches the OpenAPI document', () => {
 
   for (const c of cases())
     it(`${c.request.method ?? 'GET'} ${c.path} -> ${c.status} (${c.name})`, async () => {
-      const response: Response = await inject((c.redisDown ? downApp : up).callback(), c.request)
+      const app = c.redisDown ? downApp : c.capped ? cappedApp : up
+      const response: Response = await inject(app.callback(), c.request)
       assert.equal(response.statusCode, c.status, response.body)
       const operation = paths[c.path]![String(c.request.method ?? 'GET').toLowerCase()]!
       const documented = (operation.responses as Record<string, Doc>)[String(c.status)]

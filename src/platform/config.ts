@@ -145,6 +145,16 @@ export const variables = {
     '15000',
     'Interval of the comment lines that keep an idle GET /orders/:key/updates stream open through proxies.',
   ),
+  SSE_MAX_STREAMS_PER_CLIENT: variable(
+    IntFromString(1, 1_000_000),
+    '32',
+    'GET /orders/:key/updates streams one client address may have open at once; past it, 429.',
+  ),
+  SSE_MAX_STREAM_SECONDS: variable(
+    IntFromString(1, 86_400),
+    '900',
+    'How long an update stream stays open; then it ends and the client reconnects with Last-Event-ID.',
+  ),
   IDEMPOTENCY_TTL_SECONDS: variable(
     IntFromString(1, 31_536_000),
     '86400',

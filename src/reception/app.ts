@@ -32,7 +32,7 @@ import { Problem, problemMiddleware, problems } from './problem'
 import { STOREFRONT_CSP, storefrontPage } from './storefront/page'
 import { storefrontScript } from './storefront/script'
 import { storefrontStyles } from './storefront/styles'
-import { streamUpdates } from './updates'
+import { StreamLimits, streamUpdates } from './updates'
 
 export interface AppDeps extends OrdersDeps {
   readonly logger: Logger
@@ -49,6 +49,10 @@ export interface AppDeps extends OrdersDeps {
     readonly jaegerUi: URL
     /** MAX_REQUESTS_IN_FLIGHT */
     readonly maxRequestsInFlight: number
+    /** SSE_MAX_STREAMS_PER_CLIENT */
+    readonly maxStreamsPerClient: number
+    /** SSE_MAX_STREAM_SECONDS */
+    readonly maxStreamSeconds: number
   }
 }
 
@@ -59,6 +63,14 @@ export function createApp(deps: AppDeps): Koa {
   const router = new Router()
 
   const page = storefrontPage(deps.settings.jaegerUi)
+  const updates = {
+    ...deps,
+    heartbeatMs: deps.settings.heartbeatMs,
+    limits: new StreamLimits(
+      deps.settings.maxStreamsPerClient,
+      deps.settings.maxStreamSeconds * 1000,
+    ),
+  }
   const contract = JSON.stringify(openApiDocument())
 
   // API clients (curl's */*, application/json) get the original's JSON; browsers get the page.
@@ -128,10 +140,7 @@ export function createApp(deps: AppDeps): Koa {
     const key = OrderKey.decode(ctx.params.key)
     if (isRight(key)) markOrder(key.right)
     const found =
-      isRight(key) &&
-      (await unavailableOnError(deps, () =>
-        streamUpdates(ctx, { ...deps, heartbeatMs: deps.settings.heartbeatMs }, key.right),
-      ))
+      isRight(key) && (await unavailableOnError(deps, () => streamUpdates(ctx, updates, key.right)))
     if (!found) throw problems.noSuchOrder(ctx.params.key)
   })
 

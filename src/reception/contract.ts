@@ -214,6 +214,9 @@ export function openApiDocument(): Json {
               description: 'Last-Event-ID is the finished order: nothing more will come.',
             },
             '404': problem('Not Found: no order has this key.'),
+            '429': problem(
+              'Too Many Requests: this client address has SSE_MAX_STREAMS_PER_CLIENT streams open.',
+            ),
             '503': unavailable,
           },
         },

@@ -16,8 +16,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
   // One blocking connection serves every update stream of this reception (see order-feed.ts).
   const feed = new OrderFeed({
     reader: connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'order-updates' }),
-    commands: service.redis,
-    keys: service.keys,
+    store: service.store,
     logger,
   })
   feed.start()
@@ -34,6 +33,8 @@ export async function runReception(config: Config, logger: Logger): Promise<void
       idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
       jaegerUi: config.JAEGER_UI_URL,
       maxRequestsInFlight: config.MAX_REQUESTS_IN_FLIGHT,
+      maxStreamsPerClient: config.SSE_MAX_STREAMS_PER_CLIENT,
+      maxStreamSeconds: config.SSE_MAX_STREAM_SECONDS,
     },
   })
   // Clients that send slowly (slowloris) or idle on a kept-alive connection are cut off; Node

@@ -1,58 +1,59 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
 import type { OrderKey } from '../messages'
-import { decodeEntry, type StoredEvent } from '../platform/event-store'
-import type { Keys } from '../platform/keys'
+import { decodeEntry, type EventStore, type StoredEvent } from '../platform/event-store'
 import type { Logger } from '../platform/logger'
-import { compareStreamIds } from '../platform/redis'
 
 /** Someone waiting for an order's next events. */
 export interface Subscriber {
-  /** New events of the order, oldest first, each delivered once. */
+  /** New events of the order, oldest first, each delivered once and with no gap. */
   readonly deliver: (events: readonly StoredEvent[]) => void
-  /** The feed is stopping: no more events will come. */
+  /** No more events will come: the feed is stopping, or it could not catch the order up. */
   readonly end: () => void
 }
 
 export interface OrderFeedOptions {
   /** A connection of its own: the feed blocks on it. */
   readonly reader: Redis
-  /** Any other connection, to wake the reader when the set of orders watched changes. */
-  readonly commands: Redis
-  readonly keys: Keys
+  /** Reads an order's stream when a subscriber must catch up. */
+  readonly store: EventStore
   readonly logger: Logger
   /** How long one XREAD blocks; it is re-issued at once, so this bounds nothing a client sees. */
   readonly blockMs?: number
 }
 
 interface Watch {
+  readonly orderKey: OrderKey
   readonly subscriber: Subscriber
-  /** The last stream id this subscriber has seen. */
-  after: string
+  /** The last version this subscriber has. */
+  version: number
+  closed: boolean
 }
+
+/** Entries one XREAD of the global log returns at most. */
+const BATCH = 1000
 
 /**
  * Changes to orders, read from Redis rather than from this process's memory, so that a client
- * sees every change whichever reception replica wrote it. One blocking XREAD covers every order
- * watched, on one connection: a reception holds one extra Redis connection however many clients
- * watch. When an order is watched that the pending XREAD does not cover, the read is cut short
- * with CLIENT UNBLOCK and re-issued with it.
+ * sees every change whichever reception replica wrote it. The feed follows the global log with
+ * one blocking XREAD, on one connection, and hands each event to the watchers of its order, in
+ * memory: a reception costs Redis one blocking read however many orders are watched, and a new
+ * watcher costs one read of its order's stream (to catch up) and nothing after.
  */
 export class OrderFeed {
-  private readonly watches = new Map<string, Set<Watch>>()
+  private readonly watches = new Map<OrderKey, Set<Watch>>()
   private readonly log: Logger
   private running: Promise<void> | undefined
   private stopping = false
-  private reading = false
-  /** The set of streams changed since the pending XREAD was issued. */
-  private changed = false
-  private readerId: number | undefined
+  private count = 0
+  /** The last global-log id read; undefined while nobody watches. */
+  private cursor: string | undefined
+  /** Resolves once the feed follows the log from `cursor`: catching up before would miss events. */
+  private following = deferred()
   private wake: (() => void) | undefined
 
   constructor(private readonly options: OrderFeedOptions) {
     this.log = options.logger.child({ component: 'order-feed' })
-    // A reconnected reader is another client, with another id.
-    options.reader.on('ready', () => (this.readerId = undefined))
   }
 
   start(): void {
@@ -62,75 +63,111 @@ export class OrderFeed {
   /** Ends every subscription and stops reading. */
   async stop(): Promise<void> {
     this.stopping = true
-    for (const watches of this.watches.values()) for (const watch of watches) watch.subscriber.end()
+    for (const watches of this.watches.values()) for (const watch of watches) this.close(watch)
     this.watches.clear()
+    this.following.resolve()
     this.wake?.()
-    await this.interrupt()
     this.options.reader.disconnect()
     await this.running
   }
 
   /** The number of subscriptions, for tests and metrics. */
   get size(): number {
-    let size = 0
-    for (const watches of this.watches.values()) size += watches.size
-    return size
+    return this.count
   }
 
   /**
-   * Delivers the order's events that come after stream id `after` (the last one the subscriber
-   * has) until the returned function is called.
+   * Delivers the order's events after `version` (the last one the subscriber has) until the
+   * returned function is called.
    */
-  subscribe(orderKey: OrderKey, after: string, subscriber: Subscriber): () => void {
-    const stream = this.options.keys.orderStream(orderKey)
-    const watch: Watch = { subscriber, after }
-    let watches = this.watches.get(stream)
-    if (!watches) {
-      watches = new Set()
-      this.watches.set(stream, watches)
-      this.changed = true
-      if (this.reading) void this.interrupt()
-      this.wake?.()
-    }
+  subscribe(orderKey: OrderKey, version: number, subscriber: Subscriber): () => void {
+    const watch: Watch = { orderKey, subscriber, version, closed: false }
+    let watches = this.watches.get(orderKey)
+    if (!watches) this.watches.set(orderKey, (watches = new Set()))
     watches.add(watch)
-    return () => {
-      const current = this.watches.get(stream)
-      current?.delete(watch)
-      // The pending XREAD may go on covering the stream; it is dropped from the next one.
-      if (current?.size === 0) this.watches.delete(stream)
+    this.count += 1
+    this.wake?.()
+    void this.catchUp(watch)
+    return () => this.remove(watch)
+  }
+
+  /**
+   * What the order got between the subscriber's read and the feed taking the watch in. Once the
+   * feed follows the log, every later event reaches the watch through the log; anything before
+   * is in the order's stream.
+   */
+  private async catchUp(watch: Watch): Promise<void> {
+    await this.following.promise
+    if (watch.closed) return
+    try {
+      this.offer(watch, await this.options.store.read(watch.orderKey, watch.version))
+    } catch (error) {
+      // The client reconnects (EventSource does, with Last-Event-ID) and starts afresh.
+      this.log.warn({ err: error }, 'cannot catch an update stream up; ending it')
+      this.close(watch)
     }
   }
 
+  /** Delivers what is new to the watch, in order; a gap means something was missed: read again. */
+  private offer(watch: Watch, events: readonly StoredEvent[]): void {
+    const fresh: StoredEvent[] = []
+    for (const event of events) {
+      if (event.version <= watch.version) continue
+      if (event.version > watch.version + 1) {
+        void this.catchUp(watch)
+        break
+      }
+      fresh.push(event)
+      watch.version = event.version
+    }
+    if (fresh.length > 0 && !watch.closed) watch.subscriber.deliver(fresh)
+  }
+
+  private close(watch: Watch): void {
+    this.remove(watch)
+    watch.subscriber.end()
+  }
+
+  private remove(watch: Watch): void {
+    if (watch.closed) return
+    watch.closed = true
+    this.count -= 1
+    const watches = this.watches.get(watch.orderKey)
+    watches?.delete(watch)
+    if (watches?.size === 0) this.watches.delete(watch.orderKey)
+  }
+
   private async loop(): Promise<void> {
-    const { reader } = this.options
+    const { reader, store } = this.options
     let failures = 0
     while (!this.stopping) {
-      if (this.watches.size === 0) {
+      if (this.count === 0) {
+        // Nobody watches: stop following; the next watcher catches up from its order's stream.
+        this.cursor = undefined
+        this.following = deferred()
         await new Promise<void>((resolve) => (this.wake = resolve))
         this.wake = undefined
         continue
       }
       try {
-        this.readerId ??= Number(await reader.client('ID'))
-        const streams = [...this.watches.keys()]
-        const cursors = streams.map((stream) => earliest(this.watches.get(stream)))
-        this.changed = false
-        this.reading = true
+        if (this.cursor === undefined) {
+          const [last] = await reader.xrevrange(store.keys.events, '+', '-', 'COUNT', 1)
+          this.cursor = last?.[0] ?? '0-0'
+          this.following.resolve()
+        }
         const reply = await reader.xread(
           'COUNT',
-          100,
+          BATCH,
           'BLOCK',
           this.options.blockMs ?? 5000,
           'STREAMS',
-          ...streams,
-          ...cursors,
+          store.keys.events,
+          this.cursor,
         )
-        this.reading = false
-        for (const [stream, entries] of reply ?? []) this.dispatch(stream, entries)
+        for (const [, entries] of reply ?? []) this.dispatch(entries)
         if (failures > 0) this.log.info('reading order updates again')
         failures = 0
       } catch (error) {
-        this.reading = false
         if (this.stopping) break
         failures += 1
         if (failures === 1 || failures % 30 === 0)
@@ -140,52 +177,33 @@ export class OrderFeed {
     }
   }
 
-  private dispatch(stream: string, entries: readonly [string, string[]][]): void {
-    const events: StoredEvent[] = []
+  /** Hands each global-log entry to the watchers of its order; the others are not decoded. */
+  private dispatch(entries: readonly [string, string[]][]): void {
     for (const [id, fields] of entries) {
+      this.cursor = id
+      const watches = this.watches.get(orderOf(fields) as OrderKey)
+      if (!watches) continue
+      let event: StoredEvent
       try {
-        events.push(decodeEntry(id, fields))
+        event = decodeEntry(id, fields)
       } catch (error) {
-        this.log.error(
-          { err: error, stream },
-          'skipping an order stream entry that does not decode',
-        )
+        this.log.error({ err: error, id }, 'skipping a global log entry that does not decode')
+        continue
       }
-    }
-    const last = entries[entries.length - 1]?.[0]
-    for (const watch of this.watches.get(stream) ?? []) {
-      const fresh = events.filter((event) => compareStreamIds(event.streamId, watch.after) > 0)
-      if (last && compareStreamIds(last, watch.after) > 0) watch.after = last
-      if (fresh.length > 0) watch.subscriber.deliver(fresh)
-    }
-  }
-
-  /**
-   * Cuts the pending XREAD short. CLIENT UNBLOCK travels on another connection and may reach
-   * Redis before the XREAD does (it answers 0 then): it is tried again for a little while.
-   */
-  private async interrupt(): Promise<void> {
-    const id = this.readerId
-    if (id === undefined) return
-    for (
-      let attempt = 0;
-      attempt < 20 && this.reading && (this.changed || this.stopping);
-      attempt++
-    ) {
-      try {
-        if ((await this.options.commands.client('UNBLOCK', id)) === 1) return
-      } catch {
-        return // Redis is away; the reader's own retry covers it.
-      }
-      await sleep(5)
+      for (const watch of [...watches]) this.offer(watch, [event])
     }
   }
 }
 
-/** The earliest cursor among a stream's subscribers: the XREAD must cover all of them. */
-function earliest(watches: ReadonlySet<Watch> | undefined): string {
-  let min: string | undefined
-  for (const watch of watches ?? [])
-    if (!min || compareStreamIds(watch.after, min) < 0) min = watch.after
-  return min ?? '$'
+/** The `order` field of a global-log entry. */
+function orderOf(fields: readonly string[]): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'order') return fields[i + 1]
+  return undefined
+}
+
+/** A promise and the function that resolves it (Promise.withResolvers needs Node 22). */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve: () => void = () => undefined
+  const promise = new Promise<void>((r) => (resolve = r))
+  return { promise, resolve }
 }

@@ -59,6 +59,14 @@ export const problems = {
       'Idempotency Key Reused',
       'this Idempotency-Key was used for another order; send a new key for a new order',
     ),
+  tooManyStreams: (limit: number) =>
+    new Problem(
+      429,
+      'Too Many Requests',
+      `at most ${limit} update streams may be open at once from one client address; close one first`,
+      {},
+      { 'retry-after': '1' },
+    ),
   unavailable: (detail: string) =>
     new Problem(503, 'Service Unavailable', detail, {}, { 'retry-after': '1' }),
 }

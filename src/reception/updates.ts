@@ -5,12 +5,46 @@ import type { EventStore, StoredEvent } from '../platform/event-store'
 import { metrics } from '../platform/metrics'
 import { evolveView, foldView, type VersionedView } from '../projections/order-view'
 import type { OrderFeed } from './order-feed'
+import { problems } from './problem'
 
 export interface UpdatesDeps {
   readonly store: EventStore
   readonly feed: OrderFeed
   /** Interval of the comment lines that keep an idle stream open through proxies. */
   readonly heartbeatMs: number
+  readonly limits: StreamLimits
+}
+
+/**
+ * Caps on update streams, so that one client cannot hold a reception's memory and sockets: how
+ * many a client address may have open at once (SSE_MAX_STREAMS_PER_CLIENT), and how long one
+ * stays open (SSE_MAX_STREAM_SECONDS; the client then reconnects with Last-Event-ID).
+ */
+export class StreamLimits {
+  private readonly open = new Map<string, number>()
+
+  constructor(
+    readonly perClient: number,
+    readonly lifetimeMs: number,
+  ) {}
+
+  /** Whether `client` may open another stream. */
+  allows(client: string): boolean {
+    return (this.open.get(client) ?? 0) < this.perClient
+  }
+
+  /** Counts a stream of `client` until the returned function is called (once). */
+  take(client: string): () => void {
+    this.open.set(client, (this.open.get(client) ?? 0) + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = (this.open.get(client) ?? 1) - 1
+      if (left > 0) this.open.set(client, left)
+      else this.open.delete(client)
+    }
+  }
 }
 
 /** How long an EventSource waits before reconnecting, in ms (sent as the stream's `retry`). */
@@ -31,10 +65,11 @@ export async function streamUpdates(
   deps: UpdatesDeps,
   orderKey: OrderKey,
 ): Promise<boolean> {
+  const client = ctx.ip
+  if (!deps.limits.allows(client)) throw problems.tooManyStreams(deps.limits.perClient)
   const history = await deps.store.read(orderKey)
   let current = foldView(history)
-  const last = history[history.length - 1]
-  if (!current || !last) return false
+  if (!current) return false
   const seen = lastEventId(ctx.get('last-event-id'))
   const upToDate = seen === current.version
   if (upToDate && current.view.status === 'finished') {
@@ -55,13 +90,18 @@ export async function streamUpdates(
   }
 
   metrics.updateStreamOpened()
+  const release = deps.limits.take(client)
   const heartbeat = setInterval(() => body.write(': heartbeat\n\n'), deps.heartbeatMs)
+  // Past its lifetime the stream ends; the client reconnects and carries on from Last-Event-ID.
+  const lifetime = setTimeout(() => finish(), deps.limits.lifetimeMs)
   const finish = () => {
     clearInterval(heartbeat)
+    clearTimeout(lifetime)
     unsubscribe()
+    release()
     if (!body.writableEnded) body.end()
   }
-  const unsubscribe = deps.feed.subscribe(orderKey, last.streamId, {
+  const unsubscribe = deps.feed.subscribe(orderKey, current.version, {
     deliver: (events: readonly StoredEvent[]) => {
       for (const { event, version } of events) {
         if (!current || version <= current.version) continue

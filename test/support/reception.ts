@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import pino from 'pino'
 import { loadConfig } from '../../src/platform/config'
+import { EventStore } from '../../src/platform/event-store'
 import { keys } from '../../src/platform/keys'
 import type { AppDeps } from '../../src/reception/app'
 import { OrderFeed } from '../../src/reception/order-feed'
@@ -20,8 +21,7 @@ export function receptionExtras(
   return {
     feed: new OrderFeed({
       reader,
-      commands,
-      keys: keys(namespace),
+      store: new EventStore(commands, keys(namespace)),
       logger: pino({ level: 'silent' }),
     }),
     settings: {
@@ -29,6 +29,8 @@ export function receptionExtras(
       idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
       jaegerUi: config.JAEGER_UI_URL,
       maxRequestsInFlight: config.MAX_REQUESTS_IN_FLIGHT,
+      maxStreamsPerClient: config.SSE_MAX_STREAMS_PER_CLIENT,
+      maxStreamSeconds: config.SSE_MAX_STREAM_SECONDS,
       ...settings,
     },
   }

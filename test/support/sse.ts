@@ -21,9 +21,15 @@ export class SseClient {
     private readonly close_: () => void,
   ) {}
 
-  static open(url: string, headers: Record<string, string> = {}): Promise<SseClient> {
+  /** `localAddress`: the client's own address, e.g. `127.0.0.2` (any of 127/8 works on Linux). */
+  static open(
+    url: string,
+    headers: Record<string, string> = {},
+    { localAddress }: { localAddress?: string } = {},
+  ): Promise<SseClient> {
     return new Promise((resolve, reject) => {
-      const req = request(url, { headers: { accept: 'text/event-stream', ...headers } }, (res) => {
+      const options = { headers: { accept: 'text/event-stream', ...headers }, localAddress }
+      const req = request(url, options, (res) => {
         const client = new SseClient(res.statusCode ?? 0, res.headers, () => req.destroy())
         res.setEncoding('utf8')
         res.on('data', (chunk: string) => client.feed(chunk))
