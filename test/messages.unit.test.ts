@@ -39,6 +39,27 @@ describe('names a customer writes', () => {
     for (const bad of ['', '   ', 'x'.repeat(NAME_MAX_LENGTH + 1), 'a\u0000b', 'a\nb', 42, null])
       assert.ok(isLeft(decode(bad)), JSON.stringify(bad))
   })
+  it('must not hold bidirectional overrides or isolates, which can make a name read backwards', () => {
+    const bidi = [
+      '\u202a',
+      '\u202b',
+      '\u202c',
+      '\u202d',
+      '\u202e',
+      '\u2066',
+      '\u2067',
+      '\u2068',
+      '\u2069',
+    ]
+    for (const mark of bidi) {
+      const decoded = decode(`evil${mark}gpj.exe`)
+      assert.ok(isLeft(decoded), JSON.stringify(mark))
+      assert.match(String(decoded.left[0]?.message), /bidirectional/)
+    }
+    // Right-to-left scripts themselves are fine.
+    assert.ok(isRight(decode('כנאפה')))
+    assert.ok(isRight(decode('بقلاوة')))
+  })
   it('count characters, not UTF-16 units', () =>
     assert.ok(isRight(decode('🥐'.repeat(NAME_MAX_LENGTH)))))
   it('an order request keeps only customer and pastry', () => {

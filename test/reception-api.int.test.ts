@@ -146,6 +146,8 @@ describe('reception API', () => {
     ['blank customer', { customer: '   ', pastry: 'donut' }, '/customer', /empty or blank/],
     ['over-long pastry', { customer: 'homer', pastry: 'x'.repeat(101) }, '/pastry', /at most 100/],
     ['control characters', { customer: 'ho\u0007mer', pastry: 'donut' }, '/customer', /control/],
+    ['a bidirectional override', { customer: 'homer', pastry: 'don\u202eut' }, '/pastry', /bidi/],
+    ['a bidirectional isolate', { customer: '\u2067homer', pastry: 'donut' }, '/customer', /bidi/],
   ]
   for (const [what, body, path, message] of fieldCases)
     it(`400 naming the field for ${what}`, async () => {

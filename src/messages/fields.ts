@@ -31,9 +31,14 @@ export const timestamp = (date: Date): Timestamp => date.toISOString() as Timest
 // eslint-disable-next-line no-control-regex -- rejecting control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
 
+// Embeddings, overrides and isolates reorder how text is shown (a "Trojan Source" name reads
+// differently from what it is); right-to-left letters themselves are fine.
+const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/
+
 /**
  * A person-written name (customer, pastry): trimmed, 1 to NAME_MAX_LENGTH characters, no control
- * characters. Decoding trims, so `" homer "` is stored as `"homer"`.
+ * characters and no bidirectional overrides or isolates. Decoding trims, so `" homer "` is stored
+ * as `"homer"`.
  */
 export const Name = new t.Type<string, string, unknown>(
   'Name',
@@ -42,7 +47,8 @@ export const Name = new t.Type<string, string, unknown>(
     u === u.trim() &&
     u.length > 0 &&
     [...u].length <= NAME_MAX_LENGTH &&
-    !CONTROL.test(u),
+    !CONTROL.test(u) &&
+    !BIDI_CONTROL.test(u),
   (u, c) => {
     if (typeof u !== 'string') return t.failure(u, c, 'must be a string')
     const s = u.trim()
@@ -50,6 +56,12 @@ export const Name = new t.Type<string, string, unknown>(
     if ([...s].length > NAME_MAX_LENGTH)
       return t.failure(u, c, `must be at most ${NAME_MAX_LENGTH} characters`)
     if (CONTROL.test(s)) return t.failure(u, c, 'must not contain control characters')
+    if (BIDI_CONTROL.test(s))
+      return t.failure(
+        u,
+        c,
+        'must not contain bidirectional override or isolate characters (U+202A-U+202E, U+2066-U+2069)',
+      )
     return t.success(s)
   },
   t.identity,

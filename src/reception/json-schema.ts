@@ -23,7 +23,8 @@ const leaves = new Map<t.Mixed, JsonSchema>([
       minLength: 1,
       maxLength: NAME_MAX_LENGTH,
       pattern: '\\S',
-      description: 'Trimmed on input; no control characters.',
+      description:
+        'Trimmed on input; no control characters, no bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069).',
     },
   ],
   [OrderKey, { type: 'string', pattern: '^[0-9a-f]{32}$', description: '128 random bits in hex.' }],
