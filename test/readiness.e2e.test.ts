@@ -20,6 +20,7 @@ const run = promisify(execFile)
 /** `/readyz` of a role: its status and body. */
 async function readiness(port: number): Promise<{ status: number; body: Record<string, string> }> {
   const response = await fetch(`http://127.0.0.1:${port}/readyz`)
+  assert.equal(response.headers.get('x-content-type-options'), 'nosniff')
   return { status: response.status, body: (await response.json()) as Record<string, string> }
 }
 

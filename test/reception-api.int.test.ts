@@ -159,6 +159,29 @@ describe('reception API', () => {
       )
     })
 
+  it('X-Content-Type-Options: nosniff on every response, errors included', async () => {
+    const placed = await post(JSON.stringify({ customer: 'homer', pastry: 'donut' }))
+    const responses = [
+      placed,
+      await request({ method: 'GET', url: '/', headers: { accept: 'application/json' } }),
+      await request({ method: 'GET', url: '/', headers: { accept: 'text/html' } }),
+      await request({ method: 'GET', url: '/storefront.js' }),
+      await request({ method: 'GET', url: '/openapi.json' }),
+      await request({ method: 'GET', url: '/metrics' }),
+      await request({ method: 'GET', url: '/readyz' }),
+      await request({ method: 'GET', url: '/nowhere' }),
+      await request({ method: 'DELETE', url: '/orders' }),
+      await request({ method: 'GET', url: `/orders/${randomOrderKey()}` }),
+      await post('{'),
+    ]
+    for (const response of responses)
+      assert.equal(
+        response.headers['x-content-type-options'],
+        'nosniff',
+        `${response.statusCode} ${String(response.headers['content-type'])}`,
+      )
+  })
+
   it('400 for invalid UTF-8', async () => {
     assertProblem(await post(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d])), 400, /UTF-8/)
   })

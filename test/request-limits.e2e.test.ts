@@ -149,6 +149,7 @@ describe('the request path under a stalled Redis and slow clients', () => {
     assert.ok(closedAfterMs < 5_000, `closed after ${closedAfterMs} ms`)
     assert.match(reply, /^HTTP\/1\.1 408 Request Timeout\r\n/)
     assert.match(reply, /content-type: application\/problem\+json/)
+    assert.match(reply, /x-content-type-options: nosniff/)
   })
 
   it('disconnects a client that sends its body a byte at a time', async () => {

@@ -166,6 +166,7 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   const app = new Koa()
+  app.use(noSniff)
   app.use(requestMetrics)
   app.use(problemMiddleware(deps.logger))
   app.use(limitInFlight(deps.settings.maxRequestsInFlight))
@@ -200,6 +201,12 @@ function idempotencyKeyOf(ctx: Context): string | undefined {
       'the Idempotency-Key header must be 1 to 255 visible ASCII characters (a UUID will do)',
     )
   return key
+}
+
+/** Browsers must take every body as the type it is sent with, never guess a riskier one. */
+async function noSniff(ctx: Context, next: Next): Promise<void> {
+  ctx.set('x-content-type-options', 'nosniff')
+  await next()
 }
 
 /**
