@@ -468,6 +468,22 @@ describe('k8s/ manifests', () => {
     assert.equal(password, cluster.secrets.get('bakery-credentials')?.['redis-password'])
   })
 
+  it('run Redis with maxmemory below its memory limit and noeviction: full, it refuses writes and loses nothing', () => {
+    const redis = cluster.workloads.find((x) => x.name === 'redis')?.pod.containers[0]
+    assert.ok(redis)
+    const args = [...(redis.command ?? []), ...(redis.args ?? [])]
+    const after = (flag: string) => args[args.indexOf(flag) + 1]
+    assert.equal(after('--maxmemory-policy'), 'noeviction', 'an evicting policy would drop events')
+    const maxmemory = /^(\d+)mb$/.exec(after('--maxmemory') ?? '')
+    assert.ok(maxmemory, `--maxmemory ${after('--maxmemory')} is not <n>mb`)
+    const limitMb = quantity(redis.resources?.limits?.memory) / 2 ** 20
+    // Room beside the data for client buffers and the fork that rewrites the AOF.
+    assert.ok(
+      Number(maxmemory[1]) <= limitMb * 0.8,
+      `--maxmemory ${maxmemory[1]}mb leaves too little of the ${limitMb} MiB limit`,
+    )
+  })
+
   it('keep every password out of ConfigMaps and literal values', () => {
     const secretValuesAll = [...cluster.secrets.values()].flatMap((s) => Object.values(s))
     const passwords = [...cluster.secrets.values()].flatMap((s) =>

@@ -160,6 +160,11 @@ export const variables = {
     '86400',
     'How long POST /orders remembers an Idempotency-Key (a retry after that places a new order).',
   ),
+  OUTBOX_MAX_DEPTH: variable(
+    IntFromString(0, 100_000_000),
+    '100000',
+    'The reception answers 503 to new orders while the outbox holds this many entries (0 = no limit).',
+  ),
   REDIS_COMMAND_TIMEOUT_MS: variable(
     IntFromString(10, 600_000),
     '2000',

@@ -45,6 +45,14 @@ export class VersionConflict extends Error {
   }
 }
 
+/** The outbox holds more than the limit the append was given: the bus is far behind. */
+export class OutboxFull extends Error {
+  override readonly name = 'OutboxFull'
+  constructor(readonly limit: number) {
+    super(`the outbox holds ${limit} entries or more`)
+  }
+}
+
 /** A stream entry that does not decode: reported with its id, never silently used. */
 export class MalformedEntry extends Error {
   override readonly name = 'MalformedEntry'
@@ -143,6 +151,14 @@ declare module 'ioredis' {
   }
 }
 
+export interface AppendOptions {
+  /**
+   * Refuse the append (OutboxFull) while the outbox holds this many entries or more; 0: no limit.
+   * Checked in the append's own script, so it costs no round trip.
+   */
+  readonly outboxLimit?: number
+}
+
 /** An append that may happen once per claim, e.g. per `Idempotency-Key`. */
 export interface Claim {
   /** The Redis key that holds the claim (see Keys.idempotency). */
@@ -231,14 +247,16 @@ export class EventStore {
    * Appends `events` to the order's stream if it is at `expectedVersion` (0: the stream must not
    * exist), with `outbox` messages to be relayed. Returns the new version.
    * @throws VersionConflict when another writer got there first.
+   * @throws OutboxFull when `options.outboxLimit` is reached.
    */
   async append(
     orderKey: OrderKey,
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
+    options: AppendOptions = {},
   ): Promise<number> {
-    const args = this.appendArguments(orderKey, expectedVersion, events, outbox)
+    const args = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
     return this.rethrowConflict(orderKey, expectedVersion, () =>
       this.redis.bakeryAppend(
         this.keys.orderStream(orderKey),
@@ -259,8 +277,9 @@ export class EventStore {
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
+    options: AppendOptions = {},
   ): Promise<AppendOnceResult> {
-    const args = this.appendArguments(orderKey, expectedVersion, events, outbox)
+    const args = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
     const reply = await this.rethrowConflict(orderKey, expectedVersion, () =>
       this.redis.bakeryAppendOnce(
         this.keys.orderStream(orderKey),
@@ -282,11 +301,12 @@ export class EventStore {
     expectedVersion: number,
     events: readonly OrderEvent[],
     outbox: readonly OutboxMessage[],
+    { outboxLimit = 0 }: AppendOptions,
   ): (string | number)[] {
     const args: (string | number)[] = [
       expectedVersion,
       nextAppendId(),
-      0,
+      outboxLimit,
       orderKey,
       timestamp(this.now()),
       events.length,
@@ -305,8 +325,11 @@ export class EventStore {
     try {
       return await write()
     } catch (error) {
-      const match = error instanceof Error ? /^WRONGVERSION (\d+)/.exec(error.message) : null
+      const message = error instanceof Error ? error.message : ''
+      const match = /^WRONGVERSION (\d+)/.exec(message)
       if (match) throw new VersionConflict(orderKey, expectedVersion, Number(match[1]))
+      const full = /^OUTBOXFULL (\d+)/.exec(message)
+      if (full) throw new OutboxFull(Number(full[1]))
       throw error
     }
   }

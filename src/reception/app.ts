@@ -2,6 +2,7 @@ import Koa, { type Context, type Next } from 'koa'
 import Router from '@koa/router'
 import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
+import { OutboxFull } from '../platform/event-store'
 import { describeError, type Logger } from '../platform/logger'
 import { metrics, metricsText } from '../platform/metrics'
 import { readinessResponse, type Readiness } from '../platform/service'
@@ -183,6 +184,10 @@ async function unavailableOnError<T>(deps: AppDeps, work: () => Promise<T>): Pro
     return await work()
   } catch (error) {
     if (error instanceof Problem) throw error
+    if (error instanceof OutboxFull)
+      throw problems.unavailable(
+        'the reception has a backlog of orders still to pass on to the bakers; try again shortly',
+      )
     // One short line per refused request: the outage itself is announced by the connection.
     deps.logger.warn(
       { reason: describeError(error) },

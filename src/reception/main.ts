@@ -25,6 +25,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
     views: new ViewStore(service.redis, service.keys),
     now: () => new Date(),
     newOrderKey: randomOrderKey,
+    outboxLimit: config.OUTBOX_MAX_DEPTH,
     logger,
     readiness: service.readiness,
     feed,

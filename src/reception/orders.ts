@@ -15,6 +15,8 @@ export interface OrdersDeps {
   readonly views: ViewStore
   readonly now: () => Date
   readonly newOrderKey: () => OrderKey
+  /** OUTBOX_MAX_DEPTH: no new order while the outbox holds this many entries (0 or absent: none). */
+  readonly outboxLimit?: number
 }
 
 const entropy = { bytes: Buffer.alloc(0), offset: 0 }
@@ -59,7 +61,7 @@ const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
  */
 export async function placeOrder(deps: OrdersDeps, request: OrderRequest): Promise<OrderKey> {
   const { orderKey, events, outbox } = newOrder(deps, request)
-  await deps.store.append(orderKey, 0, events, outbox)
+  await deps.store.append(orderKey, 0, events, outbox, { outboxLimit: deps.outboxLimit ?? 0 })
   return orderKey
 }
 
@@ -81,7 +83,9 @@ export async function placeOrderOnce(
     value: `${fingerprint} ${orderKey}`,
     ttlSeconds: idempotency.ttlSeconds,
   }
-  const result = await deps.store.appendOnce(claim, orderKey, 0, events, outbox)
+  const result = await deps.store.appendOnce(claim, orderKey, 0, events, outbox, {
+    outboxLimit: deps.outboxLimit ?? 0,
+  })
   if (result.appended) return { orderKey, replayed: false }
   const [claimedFor, claimedKey] = result.claimedBy.split(' ')
   const earlier = OrderKey.decode(claimedKey)
