@@ -126,7 +126,10 @@ describe('the request path under a stalled Redis and slow clients', () => {
       [...tally.answered.keys()].some((key) => /at capacity/.test(key)),
       `the cap on requests in flight refused some: ${summary}`,
     )
-    assert.ok(growthMb < 128, `RSS grew by ${growthMb} MB: ${summary}`)
+    // RSS is a loose check: at this allocation rate V8 reserves heap well beyond what is in use
+    // (heap total 56 -> 173 MB while 30-60 MB are used), up to the 256 MB old space the roles
+    // run with (src/platform/heap.ts). The live heap below is the bound that matters.
+    assert.ok(growthMb < 200, `RSS grew by ${growthMb} MB: ${summary}`)
     assert.ok(inFlightPeak <= 64, summary)
     assert.ok(liveGrowthMb < 32, `the live heap kept growing: ${summary}`)
     // Redis answers again: so does the reception.
