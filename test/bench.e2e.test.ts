@@ -61,7 +61,7 @@ describe('the benchmark, in miniature', () => {
     assert.deepEqual(Object.keys(report.targets).sort(), [
       'e2eVsBaseline',
       'getVsBaseline',
-      'postP99AtHalfSustainedRateMs',
+      'postP99AtHalfSustainedVsBaseline',
       'rssEndMb',
       'tracingCost',
     ])

@@ -10,12 +10,14 @@
  *   young generation only 1 MB, against 16 MB outside. Short-lived objects (a request, a
  *   delivery awaiting its confirm) then outlive their scavenge and are promoted: more CPU, and a
  *   slower tail.
- * So the heap is set: the container's old generation, and the young generation of a big machine.
- * A role sits at 110–125 MB. On a big machine that costs 6–10 % more CPU than Node's own heap,
+ * So the heap is set: the container's old generation, and a young generation between the two.
+ * Semi-spaces of 8 MB, not 16, since a role allocates less per order (two bus messages instead of
+ * four): 11–18 MB less RSS per role for no CPU that two pairs of bench runs could see
+ * (docs/performance.md, *The heap, once more*). On a big machine that costs 6–10 % more CPU than Node's own heap,
  * for the full collections it runs more often; in the container it saves 5 % of CPU against the
  * heap Node would pick there (docs/performance.md, *Memory*).
  */
-export const ROLE_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=16'
+export const ROLE_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=8'
 
 /** NODE_OPTIONS for a role's process: Bakery's heap, then this process's own NODE_OPTIONS. */
 export function roleNodeOptions(): string {
