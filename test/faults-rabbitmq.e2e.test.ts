@@ -4,7 +4,6 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import { RELAY_GROUP } from '../src/platform/outbox-relay'
 import { queues, topology } from '../src/platform/topology'
 import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from './support'
 import {
@@ -13,11 +12,11 @@ import {
   healthPort,
   isolatedBakery,
   isReady,
-  LIFE,
   orderKeysIn,
   orderProblems,
   placeOrders,
   REDIS_URL,
+  whereStuck,
 } from './support/faults'
 
 const run = promisify(execFile)
@@ -75,35 +74,14 @@ describe('RabbitMQ going away', () => {
   }
   type Bakery = Awaited<ReturnType<typeof bakery>>
 
-  /**
-   * Where the orders that have not finished are stuck: how many events each has, what the outbox
-   * still holds, and what the broker's queues hold, for a failure that explains itself.
-   */
-  const whereStuck = async (b: Bakery, accepted: readonly string[]): Promise<string> => {
-    const k = keys(b.namespace)
-    const lengths = await Promise.all(accepted.map((order) => redis.xlen(k.orderStream(order))))
-    const byEvents = new Map<number, number>()
-    for (const n of lengths.filter((n) => n < LIFE.length))
-      byEvents.set(n, (byEvents.get(n) ?? 0) + 1)
+  /** Where the orders that have not finished are stuck, with what the broker's queues hold. */
+  const stuck = async (b: Bakery, accepted: readonly string[]): Promise<string> => {
     const queued = await Promise.all(
       [...Object.values(queues), topology.deadLetterQueue].map(
         async (q) => `${q} ${JSON.stringify(await b.vhost.queue(q))}`,
       ),
     )
-    const warnings = b.roles.flatMap((role) =>
-      role
-        .output()
-        .split('\n')
-        .filter((line) => /"level":(40|50)/.test(line))
-        .slice(-5),
-    )
-    return [
-      `unfinished orders by number of events: ${JSON.stringify(Object.fromEntries(byEvents))}`,
-      `outbox: ${await redis.xlen(k.outbox)} entries, pending ${JSON.stringify(await redis.xpending(k.outbox, RELAY_GROUP))}`,
-      `queues: ${queued.join('; ')}`,
-      'last warnings:',
-      ...warnings,
-    ].join('\n')
+    return whereStuck(redis, b.namespace, b.roles, accepted, queued.join('; '))
   }
 
   /** Every order in the namespace, accepted or not, finished with exactly its three events. */
@@ -116,7 +94,7 @@ describe('RabbitMQ going away', () => {
         { timeoutMs: 45_000, intervalMs: 250 },
       )
     } catch (error) {
-      throw new Error(`${(error as Error).message}\n${await whereStuck(b, accepted)}`)
+      throw new Error(`${(error as Error).message}\n${await stuck(b, accepted)}`)
     }
     const stored = await orderKeysIn(redis, namespace)
     assert.ok(accepted.every((order) => stored.includes(order)))

@@ -3,23 +3,14 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { runReplay } from '../src/projections/replay'
 import { queues } from '../src/platform/topology'
-import { keys } from '../src/platform/keys'
-import { RELAY_GROUP } from '../src/platform/outbox-relay'
-import {
-  dropNamespace,
-  listeningPort,
-  startRole,
-  uniqueNamespace,
-  waitFor,
-  type RoleProcess,
-} from './support'
+import { dropNamespace, listeningPort, startRole, uniqueNamespace, waitFor } from './support'
 import {
   countFinished,
   driveOrders,
-  LIFE,
   orderKeysIn,
   orderProblems,
   REDIS_URL,
+  whereStuck,
 } from './support/faults'
 import { startRabbitCluster, type RabbitCluster, type RabbitNode } from './support/rabbitmq-cluster'
 import { captureIo } from './support/replay'
@@ -70,33 +61,6 @@ describe('quorum queues on a three-node cluster that loses a node', { timeout: 2
     return { vhost, namespace, roles, base: `http://127.0.0.1:${listeningPort(roles[0]!)}` }
   }
 
-  /** Where the orders that did not finish are: their events, the outbox, the queues, the warnings. */
-  const whereStuck = async (
-    vhost: string,
-    namespace: string,
-    roles: readonly RoleProcess[],
-    accepted: readonly string[],
-  ) => {
-    const k = keys(namespace)
-    const lengths = await Promise.all(accepted.map((order) => redis.xlen(k.orderStream(order))))
-    const byEvents: Record<number, number> = {}
-    for (const n of lengths.filter((n) => n < LIFE.length)) byEvents[n] = (byEvents[n] ?? 0) + 1
-    const warnings = roles.flatMap((role) =>
-      role
-        .output()
-        .split('\n')
-        .filter((line) => /"level":(40|50)/.test(line))
-        .slice(-5),
-    )
-    return [
-      `unfinished orders by number of events: ${JSON.stringify(byEvents)}`,
-      `outbox: ${await redis.xlen(k.outbox)} entries, pending ${JSON.stringify(await redis.xpending(k.outbox, RELAY_GROUP))}`,
-      `queues (name, ready, unacknowledged):\n${await cluster!.queueCounts(vhost)}`,
-      'last warnings:',
-      ...warnings,
-    ].join('\n')
-  }
-
   const survives = async (t: TestContext, lose: (leader: RabbitNode) => Promise<void>) => {
     const c = cluster!
     const { vhost, namespace, roles, base } = await bakery(
@@ -109,7 +73,7 @@ describe('quorum queues on a three-node cluster that loses a node', { timeout: 2
     const explained = <T>(waiting: Promise<T>) =>
       waiting.catch(async (error: Error) => {
         throw new Error(
-          `${error.message}\n${await whereStuck(vhost, namespace, roles, load.accepted)}`,
+          `${error.message}\n${await whereStuck(redis, namespace, roles, load.accepted, await cluster!.queueCounts(vhost))}`,
         )
       })
     const leader = await (async () => {

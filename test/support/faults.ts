@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { decodeEntry } from '../../src/platform/event-store'
 import { keys } from '../../src/platform/keys'
+import { RELAY_GROUP } from '../../src/platform/outbox-relay'
 import { foldView } from '../../src/projections/order-view'
 import { viewHash } from '../../src/projections/rebuild'
-import { createVhost, REDIS_URL, uniqueNamespace } from '.'
+import { createVhost, REDIS_URL, uniqueNamespace, type RoleProcess } from '.'
 
 /** What the fault tests, the hostile-input test and the soak check an order's life against. */
 export const LIFE = ['bakery/order-placed', 'bakery/baking-started', 'bakery/order-baked'] as const
@@ -205,3 +206,36 @@ export function healthPort(output: string): number {
 
 export const isReady = async (port: number) =>
   (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200
+
+/**
+ * Where the orders that have not finished are stuck, for a failure that explains itself: how many
+ * events each has, what the outbox still holds, the broker's queues (as the caller reads them)
+ * and each role's last warnings.
+ */
+export async function whereStuck(
+  redis: Redis,
+  namespace: string,
+  roles: readonly RoleProcess[],
+  accepted: readonly string[],
+  brokerQueues: string,
+): Promise<string> {
+  const k = keys(namespace)
+  const lengths = await Promise.all(accepted.map((order) => redis.xlen(k.orderStream(order))))
+  const byEvents: Record<number, number> = {}
+  for (const n of lengths.filter((n) => n < LIFE.length)) byEvents[n] = (byEvents[n] ?? 0) + 1
+  const warnings = roles.flatMap((role) =>
+    role
+      .output()
+      .split('\n')
+      .filter((line) => /"level":(40|50)/.test(line))
+      .slice(-5),
+  )
+  const pending = JSON.stringify(await redis.xpending(k.outbox, RELAY_GROUP))
+  return [
+    `unfinished orders by number of events: ${JSON.stringify(byEvents)}`,
+    `outbox: ${await redis.xlen(k.outbox)} entries, pending ${pending}`,
+    `queues: ${brokerQueues}`,
+    'last warnings:',
+    ...warnings,
+  ].join('\n')
+}
