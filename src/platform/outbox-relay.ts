@@ -65,6 +65,10 @@ export class OutboxRelay {
   }
 
   start(): void {
+    // A reply lost with its connection is no error here: ioredis sends the command again once
+    // reconnected. A read of new entries ('>') sent again skips the entries the lost reply handed
+    // this relay; they wait in its pending list, which it reads first after every (re)connection.
+    this.options.redis.on('ready', () => (this.backlog = true))
     this.running ??= this.loop()
   }
 

@@ -54,6 +54,11 @@ export class TcpProxy {
     })
   }
 
+  /** A cut is armed and its command has not passed yet. */
+  get armed(): boolean {
+    return this.cut !== undefined
+  }
+
   /** Stops forwarding in both directions; connections stay open, bytes wait. */
   stall(): void {
     this.stalled = true
