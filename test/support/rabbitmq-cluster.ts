@@ -163,6 +163,9 @@ export async function startRabbitCluster(size: number): Promise<RabbitCluster> {
     if (!node) throw new Error('no node of the cluster is running')
     return node.name
   }
+  /** The queues of `vhost` as a running node lists them: a line each, the name, then `columns`. */
+  const listQueues = (vhost: string, ...columns: string[]) =>
+    ctl(running(), 'list_queues', '--no-table-headers', '-p', vhost, 'name', ...columns)
   return {
     nodes,
     addVhost: async (vhost) => {
@@ -173,15 +176,7 @@ export async function startRabbitCluster(size: number): Promise<RabbitCluster> {
       return [withVhost, ...others].join(',')
     },
     leaderOf: async (vhost, queue) => {
-      const rows = await ctl(
-        running(),
-        'list_queues',
-        '--no-table-headers',
-        '-p',
-        vhost,
-        'name',
-        'leader',
-      )
+      const rows = await listQueues(vhost, 'leader')
       const leader = rows
         .split('\n')
         .map((line) => line.split('\t'))
@@ -192,18 +187,7 @@ export async function startRabbitCluster(size: number): Promise<RabbitCluster> {
     },
     queueCounts: async (vhost) =>
       (
-        await ctl(
-          running(),
-          'list_queues',
-          '--no-table-headers',
-          '-p',
-          vhost,
-          'name',
-          'messages_ready',
-          'messages_unacknowledged',
-          'leader',
-          'online',
-        )
+        await listQueues(vhost, 'messages_ready', 'messages_unacknowledged', 'leader', 'online')
       ).trim(),
     logOf: (node) =>
       readFile(join(dir, 'log', `${node.name}.log`), 'utf8').catch((error: Error) => error.message),
