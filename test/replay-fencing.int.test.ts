@@ -16,8 +16,10 @@ function fresh(label: string) {
   return { ...made, other: namespaces.open(made.namespace) }
 }
 
-const quiet = (batchSize: number, onProgress: (read: number) => void = () => undefined) =>
-  ({ batchSize, cacheSize: 10_000, onSkip: () => undefined, onProgress }) as RebuildOptions
+const quiet = (
+  batchSize: number,
+  onProgress: (read: number) => void | Promise<void> = () => undefined,
+) => ({ batchSize, cacheSize: 10_000, onSkip: () => undefined, onProgress }) as RebuildOptions
 
 /** --verify's summary line: how the live read model differs from the log. */
 async function differences(namespace: string): Promise<string> {
@@ -42,12 +44,15 @@ describe('bakery replay under a lost lock', () => {
     await seedOrders(b, 600)
     let stolen = false
     const replay = replayReadModel(b.redis, b.keys, b.store, b.views, {
-      // Renewed every 100 ms; 180 batches take longer than that.
+      // Renewed every 100 ms.
       lockTtlMs: 300,
-      ...quiet(10, () => {
-        // As if the lock expired while this replay stalled, and someone else took it.
-        if (!stolen) void other.redis.set(b.keys.replayLock, 'someone-else')
+      ...quiet(10, async () => {
+        if (stolen) return
         stolen = true
+        // The lock expires while this replay stalls for longer than its time to live, and
+        // someone else takes it; the stall spans at least one renewal.
+        await other.redis.set(b.keys.replayLock, 'someone-else')
+        await new Promise((resolve) => setTimeout(resolve, 300))
       }),
     })
     await assert.rejects(replay, /lost its lock: it expired or another replay took it/)

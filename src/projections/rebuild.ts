@@ -15,8 +15,11 @@ export interface RebuildOptions {
   /** Views kept in memory between batches (most orders' events sit close together in the log). */
   readonly cacheSize: number
   readonly onSkip: (skipped: MalformedEntry) => void
-  /** Called after each batch with the number of log entries read so far. */
-  readonly onProgress: (entriesRead: number) => void
+  /**
+   * Called after each batch with the number of log entries read so far; a promise it returns
+   * holds the next batch back until it settles.
+   */
+  readonly onProgress: (entriesRead: number) => void | Promise<void>
 }
 
 export interface RebuildResult {
@@ -100,7 +103,7 @@ export async function rebuildViews(
       if (cache.size <= options.cacheSize) break
       cache.delete(order)
     }
-    options.onProgress(entries)
+    await options.onProgress(entries)
   }
   await writing
   return { entries, skipped, orders }
@@ -309,9 +312,9 @@ export async function replayReadModel(
     const end = await lastLogId(redis, keys)
     const fenced = {
       ...options,
-      onProgress: (read: number) => {
+      onProgress: async (read: number) => {
         lock.check()
-        options.onProgress(read)
+        await options.onProgress(read)
       },
     }
     const built = end
