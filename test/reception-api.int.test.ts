@@ -230,4 +230,34 @@ describe('reception API', () => {
     assert.equal(ready.statusCode, 503)
     down.disconnect()
   })
+
+  it('500, not 503, when a stored entry does not decode: retrying would not help, and it is logged', async () => {
+    const lines: Record<string, unknown>[] = []
+    const logger = pino(
+      { level: 'info' },
+      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+    )
+    const strictApp = createApp({
+      store,
+      views: new ViewStore(redis, keys(namespace)),
+      now: () => new Date(),
+      newOrderKey: randomOrderKey,
+      logger,
+      readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
+      ...receptionExtras(redis, redis, namespace),
+    })
+    const orderKey = randomOrderKey()
+    await redis.xadd(keys(namespace).orderStream(orderKey), '*', 'not', 'an event')
+    const response = await inject(strictApp.callback(), {
+      method: 'GET',
+      url: `/orders/${orderKey}`,
+    })
+    const body = assertProblem(response, 500, /on our side/)
+    assert.equal(response.headers['retry-after'], undefined, 'nothing says to try again')
+    assert.doesNotMatch(JSON.stringify(body), /malformed|stream entry|stack/i)
+    const logged = lines.find((line) => line.msg === 'request failed')
+    assert.ok(logged, 'the failure is logged')
+    assert.match(JSON.stringify(logged.err), /MalformedEntry/)
+    assert.equal(logged.path, `/orders/${orderKey}`)
+  })
 })

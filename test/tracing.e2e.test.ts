@@ -338,6 +338,34 @@ describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
     assert.equal(process.attributes['bakery.order_key'], orderKey)
     assert.ok(process.events.includes('exception'))
   })
+  test('a request that fails on our side: 500 with the trace id its span and its log line carry', async () => {
+    // A stored entry that is not an event: a bug or a hand edit, not an outage.
+    const orderKey = randomBytes(16).toString('hex')
+    const redis = new Redis(REDIS_URL)
+    try {
+      await redis.xadd(keys(bakery().namespace).orderStream(orderKey), '*', 'not', 'an event')
+    } finally {
+      redis.disconnect()
+    }
+    const response = await fetch(`${bakery().base}/orders/${orderKey}`)
+    assert.equal(response.status, 500)
+    assert.equal(response.headers.get('retry-after'), null)
+    const { traceId } = (await response.json()) as { traceId?: string }
+    assert.match(String(traceId), /^[0-9a-f]{32}$/)
+
+    const span = await waitFor(
+      'the failed request’s span',
+      () => traceOf(receiver().spans, traceId!).named('GET /orders/:key', 'bakery-reception')[0],
+    )
+    assert.equal(span.attributes['http.response.status_code'], 500)
+    const logged = bakery()
+      .roles[0]!.output()
+      .split('\n')
+      .find((line) => line.includes('"request failed"'))
+    assert.ok(logged, 'the reception logs the failure')
+    assert.equal((JSON.parse(logged) as { trace_id?: string }).trace_id, traceId)
+    assert.match(logged, /MalformedEntry/)
+  })
 })
 
 describe('with BAKERY_TRACE_REDIS=true, every Redis command in its order’s trace', () => {

@@ -1,6 +1,7 @@
 import { context, type Context } from '@opentelemetry/api'
 import { Redis, type Command } from 'ioredis'
 import { redact } from './config'
+import { StoreUnavailable } from './errors'
 import type { Logger } from './logger'
 import { tracesAreRecorded } from './tracing'
 
@@ -118,4 +119,48 @@ export function compareStreamIds(a: string, b: string): number {
   if (ms !== 0n) return ms < 0n ? -1 : 1
   const seq = BigInt(aSeq) - BigInt(bSeq)
   return seq === 0n ? 0 : seq < 0n ? -1 : 1
+}
+
+// What ioredis rejects a command with when the server cannot be reached or answered in time. It
+// throws plain Errors for these, so their messages are all there is to go by.
+const UNREACHABLE = [
+  'Connection is closed',
+  "Stream isn't writeable",
+  'Command timed out',
+  'Socket timeout',
+  'Cluster is disconnect',
+  "Cluster isn't ready",
+  'None of startup nodes is available',
+  'Node is disconnected',
+  'No master node is available',
+  'Too many Cluster redirections',
+]
+const UNREACHABLE_NAMES = new Set(['MaxRetriesPerRequestError', 'ClusterAllFailedError'])
+// Replies of a Redis that is up but cannot take the command now: loading its data set, running a
+// slow script, out of memory, refusing writes (a replica, a failed save), or a cluster mid-failover.
+const BUSY_REPLY =
+  /^(LOADING|BUSY|OOM|READONLY|MISCONF|MASTERDOWN|NOREPLICAS|CLUSTERDOWN|TRYAGAIN)\b/
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+])
+
+/**
+ * `error` as a StoreUnavailable when it says Redis cannot answer now; undefined when it is anything
+ * else (a script error, a malformed reply, a bug), which retrying would not cure.
+ */
+export function asStoreUnavailable(error: unknown): StoreUnavailable | undefined {
+  if (error instanceof StoreUnavailable) return error
+  if (!(error instanceof Error)) return undefined
+  const code = (error as { code?: unknown }).code
+  const unavailable =
+    UNREACHABLE_NAMES.has(error.name) ||
+    UNREACHABLE.some((message) => error.message.startsWith(message)) ||
+    (error.name === 'ReplyError' && BUSY_REPLY.test(error.message)) ||
+    (typeof code === 'string' && NETWORK_CODES.has(code))
+  return unavailable ? new StoreUnavailable(error) : undefined
 }

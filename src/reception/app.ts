@@ -4,6 +4,7 @@ import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import { OutboxFull } from '../platform/event-store'
 import { describeError, type Logger } from '../platform/logger'
+import { asStoreUnavailable } from '../platform/redis'
 import { metrics, metricsText } from '../platform/metrics'
 import { readinessResponse, type Readiness } from '../platform/service'
 import { markOrder } from '../platform/tracing'
@@ -29,7 +30,7 @@ import {
   type OrdersDeps,
   type Placed,
 } from './orders'
-import { Problem, problemMiddleware, problems } from './problem'
+import { problemMiddleware, problems } from './problem'
 import { STOREFRONT_CSP, storefrontPage } from './storefront/page'
 import { storefrontScript } from './storefront/script'
 import { storefrontStyles } from './storefront/styles'
@@ -178,19 +179,25 @@ export function createApp(deps: AppDeps): Koa {
   return app
 }
 
-/** Redis being away is not the client's fault, nor a bug: 503, and the client may try again. */
+/**
+ * Redis that cannot answer now is not the client's fault, nor a bug: 503, and the client may try
+ * again. Only that, and a full outbox, are.
+ */
 async function unavailableOnError<T>(deps: AppDeps, work: () => Promise<T>): Promise<T> {
   try {
     return await work()
   } catch (error) {
-    if (error instanceof Problem) throw error
     if (error instanceof OutboxFull)
       throw problems.unavailable(
         'the reception has a backlog of orders still to pass on to the bakers; try again shortly',
       )
+    const unavailable = asStoreUnavailable(error)
+    // Anything else (a malformed stored entry, a bug) is not cured by retrying: the problem
+    // middleware answers it 500 and logs it with its trace.
+    if (!unavailable) throw error
     // One short line per refused request: the outage itself is announced by the connection.
     deps.logger.warn(
-      { reason: describeError(error) },
+      { reason: describeError(unavailable.cause) },
       'answered 503: the event store is unavailable',
     )
     throw problems.unavailable('orders cannot be reached right now; try again shortly')

@@ -56,6 +56,8 @@ export const ProblemDetails = t.intersection([
   t.type({ type: t.string, title: t.string, status: t.number, detail: t.string }),
   t.partial({
     instance: t.string,
+    /** On a 500: the trace of the request, to find it in Jaeger and in the log (when traced). */
+    traceId: t.string,
     errors: t.readonlyArray(t.exact(t.type({ path: t.string, message: t.string }))),
   }),
 ])

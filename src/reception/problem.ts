@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa'
 import type { FieldError } from '../messages'
-import type { Logger } from '../platform/logger'
+import { traceFields, type Logger } from '../platform/logger'
 
 /** A client-facing error, rendered as RFC 9457 `application/problem+json`. */
 export class Problem extends Error {
@@ -68,7 +68,8 @@ export const problems = {
 
 /**
  * The one place errors become responses. A Problem says what to fix; anything else is a 500
- * whose body carries nothing internal.
+ * whose body carries nothing internal but the request's trace id, and whose error is logged with
+ * that id, so that one can be found from the other.
  */
 export function problemMiddleware(logger: Logger) {
   return async (ctx: Context, next: Next) => {
@@ -81,12 +82,18 @@ export function problemMiddleware(logger: Logger) {
           throw problems.methodNotAllowed(ctx.method, ctx.response.get('allow').split(/,\s*/))
       }
     } catch (error) {
-      const problem =
-        error instanceof Problem
-          ? error
-          : new Problem(500, 'Internal Server Error', 'something went wrong on our side')
-      if (!(error instanceof Problem))
+      let problem: Problem
+      if (error instanceof Problem) problem = error
+      else {
         logger.error({ err: error, path: ctx.path }, 'request failed')
+        const { trace_id } = traceFields()
+        problem = new Problem(
+          500,
+          'Internal Server Error',
+          'something went wrong on our side',
+          trace_id ? { traceId: trace_id } : {},
+        )
+      }
       ctx.status = problem.status
       ctx.set(problem.headers)
       ctx.type = 'application/problem+json'
