@@ -13,7 +13,7 @@ import type { ConsumeMessage } from 'amqplib'
 import { OrderBaked, PlaceOrder, timestamp, type OrderKey } from '../src/messages'
 import { busLoggerFactory } from '../src/platform/logger'
 import { RabbitTransport } from '../src/platform/rabbitmq'
-import { queues, topology } from '../src/platform/topology'
+import { queues, topology } from '../src/topology'
 
 const BATCH = 32
 const messages = Number(process.argv[2] ?? 100_000)

@@ -12,7 +12,7 @@ import {
 } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { queues, topology } from '../src/platform/topology'
+import { bakeryBus, queues, topology } from '../src/topology'
 import { Headers } from '../src/platform/rabbitmq'
 import { projectOrder } from '../src/projections/projector'
 import { ViewStore } from '../src/projections/view-store'
@@ -48,8 +48,10 @@ const theBus = (queueType: QueueType) => () => {
       RETRY_MAX_ATTEMPTS: '3',
       RETRY_INITIAL_DELAY_MS: '20',
     })
-  const start = async (options: Omit<Parameters<typeof startService>[0], 'config' | 'logger'>) => {
-    const service = await startService({ config: config(), logger, ...options })
+  const start = async (
+    options: Omit<Parameters<typeof startService>[0], 'config' | 'logger' | 'bus'>,
+  ) => {
+    const service = await startService({ config: config(), logger, bus: bakeryBus, ...options })
     services.push(service)
     assert.ok(await service.transport.waitUntilReady(10_000), 'connected to RabbitMQ')
     return service

@@ -8,7 +8,7 @@ import { loadConfig } from '../src/platform/config'
 import { REQUEUE_BATCH, runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
 import { Headers } from '../src/platform/rabbitmq'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { queues, topology } from '../src/platform/topology'
+import { bakeryBus, queues, topology } from '../src/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { QUEUE_TYPES, type QueueType } from './support'
@@ -36,6 +36,7 @@ const theTool = (queueType: QueueType) => () => {
     const config = loadConfig({ ...env, RETRY_MAX_ATTEMPTS: '2', RETRY_INITIAL_DELAY_MS: '20' })
     const logger = pino({ level: 'silent' })
     const service = await startService({
+      bus: bakeryBus,
       config,
       logger,
       relay: false,
@@ -175,6 +176,7 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
     env = { AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }
     // The topology as the roles declare it; nothing consumes, so requeued letters stay countable.
     const service = await startService({
+      bus: bakeryBus,
       config: loadConfig(env),
       logger: pino({ level: 'silent' }),
       relay: false,

@@ -14,7 +14,7 @@ import {
 import { EventStore } from '../src/platform/event-store'
 import { keys, type Keys } from '../src/platform/keys'
 import { Headers } from '../src/platform/rabbitmq'
-import { queues, topology } from '../src/platform/topology'
+import { queues, topology } from '../src/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, startRole, waitFor, type RoleProcess } from './support'
 import { QUEUE_TYPES, type QueueType } from './support'

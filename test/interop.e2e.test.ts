@@ -6,7 +6,7 @@ import { Command, Event, type MessageAttributes } from '@node-ts/bus-messages'
 import { RabbitMqTransport } from '@node-ts/bus-rabbitmq'
 import amqp from 'amqplib'
 import { Headers } from '../src/platform/rabbitmq'
-import { topology } from '../src/platform/topology'
+import { topology } from '../src/topology'
 import {
   createVhost,
   dropNamespace,

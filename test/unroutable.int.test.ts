@@ -7,7 +7,7 @@ import { evolve, initialState } from '../src/baker/order'
 import { PlaceOrder } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { queues } from '../src/platform/topology'
+import { bakeryBus, queues } from '../src/topology'
 import { ViewStore } from '../src/projections/view-store'
 import { placeOrder, randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
@@ -25,6 +25,7 @@ describe('a publish the broker cannot route', () => {
   before(async () => {
     vhost = await createVhost('unroutable')
     baker = await startService({
+      bus: bakeryBus,
       config: loadConfig({ AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }),
       logger: pino({ level: 'silent' }),
       relay: true,

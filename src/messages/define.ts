@@ -13,8 +13,6 @@ export interface MessageDefinition<N extends string, V extends number, P extends
   readonly $version: V
   /** Decodes a whole message and drops properties the contract does not name. */
   readonly codec: t.ExactC<t.TypeC<P & { $name: t.LiteralC<N>; $version: t.LiteralC<V> }>>
-  /** Decodes only the payload (no `$name` / `$version`), for callers that build messages. */
-  readonly payload: t.ExactC<t.TypeC<P>>
   readonly Class: new () => { readonly $name: N; readonly $version: V }
   create(payload: t.TypeOf<t.TypeC<P>>): MessageOf<MessageDefinition<N, V, P>>
 }
@@ -46,7 +44,6 @@ export function defineMessage<N extends string, V extends number, P extends t.Pr
     $name,
     $version,
     codec,
-    payload: t.exact(t.type(props)),
     Class: Message,
     create: (payload) => ({ ...payload, $name, $version }),
   }

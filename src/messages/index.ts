@@ -51,7 +51,6 @@ export type OrderBaked = MessageOf<typeof OrderBaked>
 export const orderEvents = [OrderPlaced, BakingStarted, OrderBaked] as const
 export const OrderEvent = t.union([OrderPlaced.codec, BakingStarted.codec, OrderBaked.codec])
 export type OrderEvent = t.TypeOf<typeof OrderEvent>
-export type OrderEventName = OrderEvent['$name']
 
 /**
  * Whether an event is announced on the bus (the appender puts it in the outbox). Two messages
@@ -70,6 +69,5 @@ export function isAnnounced(event: OrderEvent): event is OrderBaked {
   }
 }
 
-/** Every message that crosses the bus, by `$name`, for decoding at the consumer. */
-export const busMessages = [PlaceOrder, OrderBaked] as const
+/** The messages that cross the bus (src/topology.ts says which queue takes each). */
 export type BusMessage = PlaceOrder | OrderBaked

@@ -13,7 +13,7 @@ import { describeError } from './logger'
 import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
 import { deadLetterQueue, type QueuePolicy } from './queue-types'
 import { Headers, Unroutable } from './rabbitmq'
-import { topology } from './topology'
+import { topology } from '../topology'
 import {
   formatDuration,
   formatTable,

@@ -5,13 +5,7 @@ import { context, propagation } from '@opentelemetry/api'
 import type { BusInstance } from '@node-ts/bus-core'
 import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis } from 'ioredis'
-import {
-  busMessages,
-  describeFieldErrors,
-  PlaceOrder,
-  type AnyMessageDefinition,
-  type BusMessage,
-} from '../messages'
+import { describeFieldErrors, type AnyMessageDefinition, type MessageKind } from '../messages'
 import { parseTrace } from './event-store'
 import type { Logger } from './logger'
 import { fieldRecord } from './redis'
@@ -27,6 +21,10 @@ export interface RelayOptions {
   /** Where entries that do not decode are kept (Keys.parked). */
   readonly parkedKey: string
   readonly bus: BusInstance
+  /** Every message the relay may meet; an entry naming another is parked. */
+  readonly messages: readonly AnyMessageDefinition[]
+  /** The message's correlation id on the bus (its order's key, say). */
+  readonly correlationIdOf: (message: object) => string | undefined
   readonly logger: Logger
   readonly batchSize?: number
   /** An entry pending this long on another relay is taken over (that relay is presumed dead). */
@@ -37,6 +35,14 @@ interface OutboxEntry {
   readonly id: string
   readonly fields: Record<string, string>
 }
+
+/** A decoded entry: the message, and whether it is sent (a command) or published (an event). */
+interface Outgoing {
+  readonly kind: MessageKind
+  readonly message: Message
+}
+
+type Message = { readonly $name: string; readonly $version: number }
 
 /** An entry the relay cannot decode, and why. */
 interface Undecodable {
@@ -60,8 +66,11 @@ export class OutboxRelay {
   private grouped = false
   private lastClaim = 0
 
+  private readonly definitions: ReadonlyMap<string, AnyMessageDefinition>
+
   constructor(private readonly options: RelayOptions) {
     this.log = options.logger.child({ component: 'outbox-relay' })
+    this.definitions = new Map(options.messages.map((definition) => [definition.$name, definition]))
   }
 
   start(): void {
@@ -184,12 +193,12 @@ export class OutboxRelay {
         delivered.push(entry.id)
         continue
       }
-      const message = decodeOutboxMessage(entry.fields)
-      if (typeof message === 'string') {
-        undecodable.push({ entry, reason: message })
+      const outgoing = decodeOutboxEntry(this.definitions, entry.fields)
+      if (typeof outgoing === 'string') {
+        undecodable.push({ entry, reason: outgoing })
         continue
       }
-      published.push(this.publish(entry, message))
+      published.push(this.publish(entry, outgoing))
       publishedIds.push(entry.id)
     }
     const results = await Promise.allSettled(published)
@@ -199,26 +208,24 @@ export class OutboxRelay {
     return { delivered, undecodable }
   }
 
-  private async publish(entry: OutboxEntry, message: BusMessage): Promise<void> {
-    const { bus } = this.options
+  private async publish(entry: OutboxEntry, { kind, message }: Outgoing): Promise<void> {
+    const { bus, correlationIdOf } = this.options
     const trace = parseTrace(entry.fields.trace ?? '')
-    const options = { correlationId: message.orderKey, attributes: {} }
+    const correlationId = correlationIdOf(message)
+    const options = { ...(correlationId === undefined ? {} : { correlationId }), attributes: {} }
     // The publish continues the trace of the request that wrote the entry.
     const parent = propagation.extract(context.active(), trace)
     await context.with(parent, () =>
-      message.$name === PlaceOrder.$name
-        ? bus.send(message, options)
-        : bus.publish(message, options),
+      kind === 'command' ? bus.send(message, options) : bus.publish(message, options),
     )
   }
 }
 
-const definitions: ReadonlyMap<string, AnyMessageDefinition> = new Map(
-  busMessages.map((definition) => [definition.$name, definition]),
-)
-
-/** The entry's message, or why this version of Bakery cannot publish it. */
-function decodeOutboxMessage(fields: Record<string, string>): BusMessage | string {
+/** The entry's message and kind, or why this version of Bakery cannot publish it. */
+function decodeOutboxEntry(
+  definitions: ReadonlyMap<string, AnyMessageDefinition>,
+  fields: Record<string, string>,
+): Outgoing | string {
   const { kind } = fields
   if (kind !== 'command' && kind !== 'event') return `unknown kind ${JSON.stringify(kind)}`
   let json: unknown
@@ -235,7 +242,7 @@ function decodeOutboxMessage(fields: Record<string, string>): BusMessage | strin
   const decoded = definition.codec.decode(json)
   if (isLeft(decoded))
     return `the message is not a valid ${definition.$name} v${definition.$version}: ${describeFieldErrors(decoded.left)}`
-  return decoded.right as BusMessage
+  return { kind, message: decoded.right as Message }
 }
 
 async function readGroup(

@@ -10,11 +10,10 @@ import { keys, type Keys } from './keys'
 import { busLoggerFactory, type Logger } from './logger'
 import { metrics, metricsText } from './metrics'
 import { OutboxRelay } from './outbox-relay'
-import { RabbitTransport } from './rabbitmq'
+import { RabbitTransport, type Topology } from './rabbitmq'
 import { connectRedis } from './redis'
 import { runShutdownHooks } from './shutdown'
 import { markOrderOf } from './tracing'
-import { topology } from './topology'
 
 export interface MessageHandler<D extends AnyMessageDefinition = AnyMessageDefinition> {
   readonly message: D
@@ -26,9 +25,16 @@ export const handlerFor = <D extends AnyMessageDefinition>(
   handle: (message: MessageOf<D>, attributes: MessageAttributes) => Promise<void>,
 ): MessageHandler => ({ message, handle: handle as MessageHandler['handle'] })
 
+/** A domain's bus: its queues and messages, and which of a message's fields correlates it. */
+export interface BusWiring {
+  readonly topology: Topology
+  readonly correlationIdOf: (message: object) => string | undefined
+}
+
 export interface ServiceOptions {
   readonly config: Config
   readonly logger: Logger
+  readonly bus: BusWiring
   /** The queue this role consumes and its handlers; none for a role that only sends. */
   readonly consume?: {
     readonly queue: string
@@ -68,6 +74,7 @@ export interface Service extends Storage {
 export async function startService({
   config,
   logger,
+  bus: { topology, correlationIdOf },
   consume,
   relay,
 }: ServiceOptions): Promise<Service> {
@@ -123,6 +130,8 @@ export async function startService({
       outboxKey: namespace.outbox,
       parkedKey: namespace.parked,
       bus,
+      messages: topology.queues.flatMap((queue) => queue.messages),
+      correlationIdOf,
       logger,
       claimAfterMs: config.RELAY_CLAIM_AFTER_MS,
     })

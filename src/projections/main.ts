@@ -2,7 +2,7 @@ import { OrderBaked } from '../messages'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
-import { queues } from '../platform/topology'
+import { bakeryBus, queues } from '../topology'
 import { projectOrder } from './projector'
 import { ViewStore } from './view-store'
 
@@ -10,6 +10,7 @@ export async function runProjector(config: Config, logger: Logger): Promise<void
   const service = await startService({
     config,
     logger,
+    bus: bakeryBus,
     relay: false,
     consume: {
       queue: queues.projector,
