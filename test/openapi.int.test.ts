@@ -21,12 +21,13 @@ import { BODY_LIMIT_BYTES } from '../src/reception/json-body'
 import { toJsonSchema } from '../src/reception/json-schema'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
-import { assertSchema, check, resolve } from './support/json-schema-check'
+import { OpenApiSchemas, pointer } from './support/openapi-schemas'
 import { receptionExtras } from './support/reception'
 
 type Doc = Record<string, unknown>
 const doc = openApiDocument() as Doc
 const paths = doc.paths as Record<string, Record<string, Doc>>
+const schemas = new OpenApiSchemas(doc)
 
 /** Everything at `key` anywhere in the document. */
 function collect(node: unknown, key: string, found: unknown[] = []): unknown[] {
@@ -45,11 +46,10 @@ describe('the OpenAPI document', () => {
     const info = doc.info as Doc
     assert.equal(typeof info.title, 'string')
     assert.equal(typeof info.version, 'string')
-    for (const ref of collect(doc, '$ref')) resolve(doc, String(ref))
-    const schemas = (doc.components as Doc).schemas as Doc
-    for (const [name, schema] of Object.entries(schemas)) {
+    for (const ref of collect(doc, '$ref')) assert.match(String(ref), /^#\/components\/schemas\//)
+    for (const name of Object.keys((doc.components as Doc).schemas as Doc)) {
       assert.match(name, /^[A-Za-z0-9._-]+$/)
-      assertSchema(schema, doc, `#/components/schemas/${name}`)
+      schemas.compile(pointer('components', 'schemas', name))
     }
     const operationIds = new Set<string>()
     for (const [path, item] of Object.entries(paths)) {
@@ -64,22 +64,26 @@ describe('the OpenAPI document', () => {
         const parameters = (operation.parameters ?? []) as Doc[]
         const inPath = parameters.filter((p) => p.in === 'path')
         assert.deepEqual(inPath.map((p) => p.name).sort(), templated, `${path} path parameters`)
-        for (const parameter of parameters) {
+        parameters.forEach((parameter, i) => {
           assert.ok(['path', 'query', 'header'].includes(String(parameter.in)))
           if (parameter.in === 'path') assert.equal(parameter.required, true)
-          assertSchema(parameter.schema, doc)
-        }
+          schemas.compile(pointer('paths', path, method, 'parameters', String(i), 'schema'))
+        })
         const body = operation.requestBody as Doc | undefined
         if (body)
-          for (const media of Object.values(body.content as Record<string, Doc>))
-            assertSchema(media.schema, doc)
+          for (const type of Object.keys(body.content as Doc))
+            schemas.compile(
+              pointer('paths', path, method, 'requestBody', 'content', type, 'schema'),
+            )
         const responses = Object.entries(operation.responses as Record<string, Doc>)
         assert.ok(responses.length > 0)
         for (const [status, response] of responses) {
           assert.match(status, /^[1-5]\d\d$/)
           assert.equal(typeof response.description, 'string')
-          for (const media of Object.values((response.content ?? {}) as Record<string, Doc>))
-            assertSchema(media.schema, doc)
+          for (const type of Object.keys(response.content ?? {}))
+            schemas.compile(
+              pointer('paths', path, method, 'responses', status, 'content', type, 'schema'),
+            )
         }
       }
     }
@@ -90,7 +94,7 @@ describe('the OpenAPI document', () => {
       () => toJsonSchema(t.tuple([t.string, t.number]), { closed: true }),
       /no JSON Schema/,
     )
-    const view = resolve(doc, '#/components/schemas/OrderView') as Doc
+    const view = ((doc.components as Doc).schemas as Doc).OrderView as Doc
     assert.deepEqual(Object.keys(view.properties as Doc).sort(), [
       'customer',
       'orderTime',
@@ -324,7 +328,8 @@ describe('what the reception answers matches the OpenAPI document', () => {
       const app = c.redisDown ? downApp : c.capped ? cappedApp : up
       const response: Response = await inject(app.callback(), c.request)
       assert.equal(response.statusCode, c.status, response.body)
-      const operation = paths[c.path]![String(c.request.method ?? 'GET').toLowerCase()]!
+      const method = String(c.request.method ?? 'GET').toLowerCase()
+      const operation = paths[c.path]![method]!
       const documented = (operation.responses as Record<string, Doc>)[String(c.status)]
       assert.ok(documented, 'the status is documented')
       const content = (documented.content ?? {}) as Record<string, Doc>
@@ -335,8 +340,18 @@ describe('what the reception answers matches the OpenAPI document', () => {
       }
       const media = content[type]
       assert.ok(media, `${type} is documented (${Object.keys(content).join(', ')})`)
+      const schema = pointer(
+        'paths',
+        c.path,
+        method,
+        'responses',
+        String(c.status),
+        'content',
+        type,
+        'schema',
+      )
       if (type.endsWith('json')) {
-        const errors = check(media.schema, response.json(), doc)
+        const errors = schemas.check(schema, response.json())
         assert.deepEqual(errors, [], response.body)
       } else if (type === 'text/event-stream') {
         // Each event's data is the order as GET answers it.
@@ -346,9 +361,9 @@ describe('what the reception answers matches the OpenAPI document', () => {
           .map((line) => JSON.parse(line.slice(6)) as unknown)
         assert.ok(data.length > 0)
         for (const item of data)
-          assert.deepEqual(check({ $ref: '#/components/schemas/OrderView' }, item, doc), [])
+          assert.deepEqual(schemas.check(pointer('components', 'schemas', 'OrderView'), item), [])
       } else {
-        assert.deepEqual(check(media.schema, response.body, doc), [])
+        assert.deepEqual(schemas.check(schema, response.body), [])
       }
     })
 
