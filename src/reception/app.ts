@@ -1,5 +1,5 @@
 import Koa, { type Context, type Next } from 'koa'
-import Router from '@koa/router'
+import Router, { type RouterMiddleware } from '@koa/router'
 import { isRight } from 'fp-ts/lib/Either'
 import { OrderKey } from '../messages'
 import { OutboxFull } from '../platform/event-store'
@@ -13,6 +13,9 @@ import type { OrderView } from '../projections/order-view'
 import {
   IDEMPOTENCY_KEY_PATTERN,
   openApiDocument,
+  operations,
+  routerPath,
+  type OperationId,
   type OrderAccepted,
   type OrderHistoryBody,
   type ReadinessBody,
@@ -75,17 +78,98 @@ export function createApp(deps: AppDeps): Koa {
   }
   const contract = JSON.stringify(openApiDocument())
 
-  // API clients (curl's */*, application/json) get the original's JSON; browsers get the page.
-  router.get('/', (ctx) => {
-    ctx.vary('accept')
-    if (ctx.accepts('json', 'html') === 'html') {
-      ctx.set('content-security-policy', STOREFRONT_CSP)
-      ctx.type = 'html'
-      ctx.body = page
-      return
-    }
-    ctx.body = { message: 'reception is attended' } satisfies RootMessage
-  })
+  // Every documented operation, by its operationId in the contract: the compiler holds the two
+  // together, and the router takes its paths from the contract.
+  const handlers: Record<OperationId, RouterMiddleware> = {
+    // API clients (curl's */*, application/json) get the original's JSON; browsers get the page.
+    greet: (ctx) => {
+      ctx.vary('accept')
+      if (ctx.accepts('json', 'html') === 'html') {
+        ctx.set('content-security-policy', STOREFRONT_CSP)
+        ctx.type = 'html'
+        ctx.body = page
+        return
+      }
+      ctx.body = { message: 'reception is attended' } satisfies RootMessage
+    },
+    placeOrder: async (ctx) => {
+      const idempotencyKey = idempotencyKeyOf(ctx)
+      const request = decodeOrThrow(OrderRequest, await readJsonObject(ctx))
+      const placed = await unavailableOnError(
+        deps,
+        (): Promise<Placed> =>
+          idempotencyKey === undefined
+            ? placeOrder(deps, request).then((orderKey) => ({ orderKey, replayed: false }))
+            : placeOrderOnce(deps, request, {
+                key: idempotencyKey,
+                ttlSeconds: deps.settings.idempotencyTtlSeconds,
+              }).catch((error: unknown) => {
+                throw error instanceof IdempotencyKeyReused
+                  ? problems.idempotencyKeyReused()
+                  : error
+              }),
+      )
+      markOrder(placed.orderKey)
+      if (placed.replayed) ctx.set('idempotent-replayed', 'true')
+      else metrics.orderAccepted()
+      ctx.status = 202
+      ctx.set('location', `/orders/${placed.orderKey}`)
+      ctx.body = { orderKey: placed.orderKey } satisfies OrderAccepted
+    },
+
+    getOrder: async (ctx) => {
+      const key = OrderKey.decode(ctx.params.key)
+      if (isRight(key)) markOrder(key.right)
+      const view = isRight(key)
+        ? await unavailableOnError(deps, () => findOrder(deps, key.right))
+        : undefined
+      if (!view) throw problems.noSuchOrder(ctx.params.key)
+      ctx.body = view satisfies OrderView
+    },
+
+    getOrderEvents: async (ctx) => {
+      const key = OrderKey.decode(ctx.params.key)
+      const history = isRight(key)
+        ? await unavailableOnError(deps, () => readHistory(deps.store, key.right))
+        : undefined
+      if (!history || (history.entries.length === 0 && history.skipped.length === 0))
+        throw problems.noSuchOrder(ctx.params.key)
+      ctx.body = history satisfies OrderHistoryBody
+    },
+
+    followOrder: async (ctx) => {
+      const key = OrderKey.decode(ctx.params.key)
+      if (isRight(key)) markOrder(key.right)
+      const found =
+        isRight(key) &&
+        (await unavailableOnError(deps, () => streamUpdates(ctx, updates, key.right)))
+      if (!found) throw problems.noSuchOrder(ctx.params.key)
+    },
+
+    openApi: (ctx) => {
+      ctx.type = 'application/json'
+      ctx.body = contract
+    },
+
+    metrics: async (ctx) => {
+      const { contentType, body } = await metricsText()
+      ctx.type = contentType
+      ctx.body = body
+    },
+
+    liveness: (ctx) => {
+      ctx.body = { status: 'alive' }
+    },
+
+    readiness: (ctx) => {
+      const [status, body] = readinessResponse(deps.readiness())
+      ctx.status = status
+      ctx.body = body satisfies ReadinessBody
+    },
+  }
+  for (const [id, { method, path }] of Object.entries(operations))
+    router[method](routerPath(path), handlers[id as OperationId])
+  // The storefront page's own assets: not API, so not in the contract.
   router.get('/storefront.js', (ctx) => {
     ctx.type = 'text/javascript; charset=utf-8'
     ctx.body = storefrontScript
@@ -93,78 +177,6 @@ export function createApp(deps: AppDeps): Koa {
   router.get('/storefront.css', (ctx) => {
     ctx.type = 'text/css; charset=utf-8'
     ctx.body = storefrontStyles
-  })
-
-  router.post('/orders', async (ctx) => {
-    const idempotencyKey = idempotencyKeyOf(ctx)
-    const request = decodeOrThrow(OrderRequest, await readJsonObject(ctx))
-    const placed = await unavailableOnError(
-      deps,
-      (): Promise<Placed> =>
-        idempotencyKey === undefined
-          ? placeOrder(deps, request).then((orderKey) => ({ orderKey, replayed: false }))
-          : placeOrderOnce(deps, request, {
-              key: idempotencyKey,
-              ttlSeconds: deps.settings.idempotencyTtlSeconds,
-            }).catch((error: unknown) => {
-              throw error instanceof IdempotencyKeyReused ? problems.idempotencyKeyReused() : error
-            }),
-    )
-    markOrder(placed.orderKey)
-    if (placed.replayed) ctx.set('idempotent-replayed', 'true')
-    else metrics.orderAccepted()
-    ctx.status = 202
-    ctx.set('location', `/orders/${placed.orderKey}`)
-    ctx.body = { orderKey: placed.orderKey } satisfies OrderAccepted
-  })
-
-  router.get('/orders/:key', async (ctx) => {
-    const key = OrderKey.decode(ctx.params.key)
-    if (isRight(key)) markOrder(key.right)
-    const view = isRight(key)
-      ? await unavailableOnError(deps, () => findOrder(deps, key.right))
-      : undefined
-    if (!view) throw problems.noSuchOrder(ctx.params.key)
-    ctx.body = view satisfies OrderView
-  })
-
-  router.get('/orders/:key/events', async (ctx) => {
-    const key = OrderKey.decode(ctx.params.key)
-    const history = isRight(key)
-      ? await unavailableOnError(deps, () => readHistory(deps.store, key.right))
-      : undefined
-    if (!history || (history.entries.length === 0 && history.skipped.length === 0))
-      throw problems.noSuchOrder(ctx.params.key)
-    ctx.body = history satisfies OrderHistoryBody
-  })
-
-  router.get('/orders/:key/updates', async (ctx) => {
-    const key = OrderKey.decode(ctx.params.key)
-    if (isRight(key)) markOrder(key.right)
-    const found =
-      isRight(key) && (await unavailableOnError(deps, () => streamUpdates(ctx, updates, key.right)))
-    if (!found) throw problems.noSuchOrder(ctx.params.key)
-  })
-
-  router.get('/openapi.json', (ctx) => {
-    ctx.type = 'application/json'
-    ctx.body = contract
-  })
-
-  router.get('/metrics', async (ctx) => {
-    const { contentType, body } = await metricsText()
-    ctx.type = contentType
-    ctx.body = body
-  })
-
-  router.get('/healthz', (ctx) => {
-    ctx.body = { status: 'alive' }
-  })
-
-  router.get('/readyz', (ctx) => {
-    const [status, body] = readinessResponse(deps.readiness())
-    ctx.status = status
-    ctx.body = body satisfies ReadinessBody
   })
 
   const app = new Koa()

@@ -94,8 +94,183 @@ const schemas: Record<string, JsonSchema> = {
   Problem: toJsonSchema(ProblemDetails, { closed: false }),
 }
 
+/**
+ * Every operation of the reception's API, by operationId: where it is, what it takes and what it
+ * answers. The router registers one handler per entry (src/reception/app.ts, checked by the
+ * compiler) and the OpenAPI document's `paths` are built from it, so the two cannot drift apart.
+ */
+export const operations = {
+  greet: {
+    method: 'get',
+    path: '/',
+    summary: 'Says the reception is attended (JSON), or serves the storefront page (HTML).',
+    responses: {
+      '200': {
+        description: 'JSON for API clients; the storefront for `Accept: text/html`.',
+        content: {
+          'application/json': { schema: ref('RootMessage') },
+          'text/html': { schema: { type: 'string' } },
+        },
+      },
+    },
+  },
+  placeOrder: {
+    method: 'post',
+    path: '/orders',
+    summary: 'Places an order; the baker takes it from there.',
+    parameters: [
+      {
+        name: 'Idempotency-Key',
+        in: 'header',
+        required: false,
+        description:
+          'Makes retries safe: the same key with the same body answers the same orderKey ' +
+          'and places nothing new; with another body, 422. Remembered for ' +
+          'IDEMPOTENCY_TTL_SECONDS (default a day).',
+        schema: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN },
+      },
+    ],
+    requestBody: { required: true, content: json(ref('OrderRequest')) },
+    responses: {
+      '202': {
+        description:
+          'Accepted; the order is pending, and GET /orders/{key} answers it from now on.',
+        headers: {
+          Location: { schema: { type: 'string' }, description: 'The order: /orders/{key}.' },
+          'Idempotent-Replayed': {
+            schema: { const: 'true' },
+            description: 'Present when this answers a retry with the same Idempotency-Key.',
+          },
+        },
+        content: json(ref('OrderAccepted')),
+      },
+      '400': problem(
+        'Bad Request (the body is not a JSON object, or the Idempotency-Key is malformed) ' +
+          'or Invalid Order (`errors` names each field by its JSON Pointer).',
+      ),
+      '413': problem('Content Too Large: the body is over 16 KiB.'),
+      '415': problem('Unsupported Media Type: send application/json in UTF-8.'),
+      '422': problem('Unprocessable Content: the Idempotency-Key was used for another order.'),
+      '503': unavailable,
+    },
+  },
+  getOrder: {
+    method: 'get',
+    path: '/orders/{key}',
+    summary:
+      'The order as it is now: its read-model view, with any events of its log the view ' +
+      'has not folded yet (the read model is written when the order is placed and when ' +
+      'it is baked; in between, this still says baking).',
+    parameters: [orderKeyParameter],
+    responses: {
+      '200': { description: 'The order.', content: json(ref('OrderView')) },
+      '404': problem('Not Found: no order has this key.'),
+      '503': unavailable,
+    },
+  },
+  getOrderEvents: {
+    method: 'get',
+    path: '/orders/{key}/events',
+    summary: "The order's history, oldest first, with the trace id of each event.",
+    parameters: [orderKeyParameter],
+    responses: {
+      '200': { description: 'The history.', content: json(ref('OrderHistory')) },
+      '404': problem('Not Found: no order has this key.'),
+      '503': unavailable,
+    },
+  },
+  followOrder: {
+    method: 'get',
+    path: '/orders/{key}/updates',
+    summary: 'Server-Sent Events: the order at once, then each change; closes once it is finished.',
+    description:
+      'Each event has `id` = the order version and `data` = the order as GET /orders/{key} ' +
+      'answers it (schema OrderView). Comment lines are sent every SSE_HEARTBEAT_MS.',
+    parameters: [
+      orderKeyParameter,
+      {
+        name: 'Last-Event-ID',
+        in: 'header',
+        required: false,
+        description: 'The last id received: the stream resumes after it.',
+        schema: { type: 'string', pattern: '^[0-9]+$' },
+      },
+    ],
+    responses: {
+      '200': {
+        description: 'The stream.',
+        content: {
+          'text/event-stream': { schema: { type: 'string' } },
+        },
+      },
+      '204': {
+        description: 'Last-Event-ID is the finished order: nothing more will come.',
+      },
+      '404': problem('Not Found: no order has this key.'),
+      '429': problem(
+        'Too Many Requests: this client address has SSE_MAX_STREAMS_PER_CLIENT streams open.',
+      ),
+      '503': unavailable,
+    },
+  },
+  liveness: {
+    method: 'get',
+    path: '/healthz',
+    summary: 'The process is alive.',
+    responses: { '200': { description: 'Alive.', content: json(ref('Liveness')) } },
+  },
+  readiness: {
+    method: 'get',
+    path: '/readyz',
+    summary:
+      'Can serve: connected to Redis (the reception accepts orders while RabbitMQ is away); the body tells each dependency.',
+    responses: {
+      '200': { description: 'Ready.', content: json(ref('Readiness')) },
+      '503': { description: 'Not ready.', content: json(ref('Readiness')) },
+    },
+  },
+  metrics: {
+    method: 'get',
+    path: '/metrics',
+    summary: 'Prometheus metrics (text exposition format).',
+    responses: {
+      '200': {
+        description: 'Metrics.',
+        content: { 'text/plain': { schema: { type: 'string' } } },
+      },
+    },
+  },
+  openApi: {
+    method: 'get',
+    path: '/openapi.json',
+    summary: 'This document.',
+    responses: {
+      '200': { description: 'OpenAPI 3.1.', content: json({ type: 'object' }) },
+    },
+  },
+} satisfies Record<string, Operation>
+
+export type OperationId = keyof typeof operations
+
+interface Operation {
+  readonly method: 'get' | 'post'
+  /** OpenAPI's form, `{key}` for a parameter. */
+  readonly path: string
+  readonly summary: string
+  readonly description?: string
+  readonly parameters?: readonly Json[]
+  readonly requestBody?: Json
+  readonly responses: Record<string, Json>
+}
+
+/** An OpenAPI path as the router writes it: `/orders/{key}` -> `/orders/:key`. */
+export const routerPath = (path: string) => path.replace(/\{(\w+)\}/g, ':$1')
+
 /** The OpenAPI 3.1 document served at `/openapi.json`. */
 export function openApiDocument(): Json {
+  const paths: Record<string, Record<string, Json>> = {}
+  for (const [operationId, { method, path, ...operation }] of Object.entries(operations))
+    (paths[path] ??= {})[method] = { operationId, ...operation }
   return {
     openapi: '3.1.0',
     info: {
@@ -105,168 +280,7 @@ export function openApiDocument(): Json {
         'Order pastries and follow them from pending to baking to finished. Every error is ' +
         'application/problem+json (RFC 9457); a method a path does not support is 405 with Allow.',
     },
-    paths: {
-      '/': {
-        get: {
-          operationId: 'greet',
-          summary: 'Says the reception is attended (JSON), or serves the storefront page (HTML).',
-          responses: {
-            '200': {
-              description: 'JSON for API clients; the storefront for `Accept: text/html`.',
-              content: {
-                'application/json': { schema: ref('RootMessage') },
-                'text/html': { schema: { type: 'string' } },
-              },
-            },
-          },
-        },
-      },
-      '/orders': {
-        post: {
-          operationId: 'placeOrder',
-          summary: 'Places an order; the baker takes it from there.',
-          parameters: [
-            {
-              name: 'Idempotency-Key',
-              in: 'header',
-              required: false,
-              description:
-                'Makes retries safe: the same key with the same body answers the same orderKey ' +
-                'and places nothing new; with another body, 422. Remembered for ' +
-                'IDEMPOTENCY_TTL_SECONDS (default a day).',
-              schema: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN },
-            },
-          ],
-          requestBody: { required: true, content: json(ref('OrderRequest')) },
-          responses: {
-            '202': {
-              description:
-                'Accepted; the order is pending, and GET /orders/{key} answers it from now on.',
-              headers: {
-                Location: { schema: { type: 'string' }, description: 'The order: /orders/{key}.' },
-                'Idempotent-Replayed': {
-                  schema: { const: 'true' },
-                  description: 'Present when this answers a retry with the same Idempotency-Key.',
-                },
-              },
-              content: json(ref('OrderAccepted')),
-            },
-            '400': problem(
-              'Bad Request (the body is not a JSON object, or the Idempotency-Key is malformed) ' +
-                'or Invalid Order (`errors` names each field by its JSON Pointer).',
-            ),
-            '413': problem('Content Too Large: the body is over 16 KiB.'),
-            '415': problem('Unsupported Media Type: send application/json in UTF-8.'),
-            '422': problem(
-              'Unprocessable Content: the Idempotency-Key was used for another order.',
-            ),
-            '503': unavailable,
-          },
-        },
-      },
-      '/orders/{key}': {
-        get: {
-          operationId: 'getOrder',
-          summary:
-            'The order as it is now: its read-model view, with any events of its log the view ' +
-            'has not folded yet (the read model is written when the order is placed and when ' +
-            'it is baked; in between, this still says baking).',
-          parameters: [orderKeyParameter],
-          responses: {
-            '200': { description: 'The order.', content: json(ref('OrderView')) },
-            '404': problem('Not Found: no order has this key.'),
-            '503': unavailable,
-          },
-        },
-      },
-      '/orders/{key}/events': {
-        get: {
-          operationId: 'getOrderEvents',
-          summary: "The order's history, oldest first, with the trace id of each event.",
-          parameters: [orderKeyParameter],
-          responses: {
-            '200': { description: 'The history.', content: json(ref('OrderHistory')) },
-            '404': problem('Not Found: no order has this key.'),
-            '503': unavailable,
-          },
-        },
-      },
-      '/orders/{key}/updates': {
-        get: {
-          operationId: 'followOrder',
-          summary:
-            'Server-Sent Events: the order at once, then each change; closes once it is finished.',
-          description:
-            'Each event has `id` = the order version and `data` = the order as GET /orders/{key} ' +
-            'answers it (schema OrderView). Comment lines are sent every SSE_HEARTBEAT_MS.',
-          parameters: [
-            orderKeyParameter,
-            {
-              name: 'Last-Event-ID',
-              in: 'header',
-              required: false,
-              description: 'The last id received: the stream resumes after it.',
-              schema: { type: 'string', pattern: '^[0-9]+$' },
-            },
-          ],
-          responses: {
-            '200': {
-              description: 'The stream.',
-              content: {
-                'text/event-stream': { schema: { type: 'string' } },
-              },
-            },
-            '204': {
-              description: 'Last-Event-ID is the finished order: nothing more will come.',
-            },
-            '404': problem('Not Found: no order has this key.'),
-            '429': problem(
-              'Too Many Requests: this client address has SSE_MAX_STREAMS_PER_CLIENT streams open.',
-            ),
-            '503': unavailable,
-          },
-        },
-      },
-      '/healthz': {
-        get: {
-          operationId: 'liveness',
-          summary: 'The process is alive.',
-          responses: { '200': { description: 'Alive.', content: json(ref('Liveness')) } },
-        },
-      },
-      '/readyz': {
-        get: {
-          operationId: 'readiness',
-          summary:
-            'Can serve: connected to Redis (the reception accepts orders while RabbitMQ is away); the body tells each dependency.',
-          responses: {
-            '200': { description: 'Ready.', content: json(ref('Readiness')) },
-            '503': { description: 'Not ready.', content: json(ref('Readiness')) },
-          },
-        },
-      },
-      '/metrics': {
-        get: {
-          operationId: 'metrics',
-          summary: 'Prometheus metrics (text exposition format).',
-          responses: {
-            '200': {
-              description: 'Metrics.',
-              content: { 'text/plain': { schema: { type: 'string' } } },
-            },
-          },
-        },
-      },
-      '/openapi.json': {
-        get: {
-          operationId: 'openApi',
-          summary: 'This document.',
-          responses: {
-            '200': { description: 'OpenAPI 3.1.', content: json({ type: 'object' }) },
-          },
-        },
-      },
-    },
+    paths,
     components: { schemas },
   }
 }
