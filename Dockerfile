@@ -26,6 +26,8 @@ COPY --chown=1000:1000 package.json package-lock.json ./
 RUN --mount=type=cache,target=/home/node/.npm,uid=1000,gid=1000 npm ci --ignore-scripts --no-audit --no-fund
 COPY --chown=1000:1000 tsconfig.json tsconfig.build.json ./
 COPY --chown=1000:1000 src ./src
+# The storefront's browser script is served compiled, also in development.
+RUN npm run build:storefront
 ENTRYPOINT ["node", "--watch", "--import", "tsx", "src/cli.ts"]
 CMD ["reception"]
 

@@ -35,7 +35,7 @@ import {
 } from './orders'
 import { problemMiddleware, problems } from './problem'
 import { STOREFRONT_CSP, storefrontPage } from './storefront/page'
-import { storefrontScript } from './storefront/script'
+import { loadStorefrontScript } from './storefront/script'
 import { storefrontStyles } from './storefront/styles'
 import { StreamLimits, streamUpdates } from './updates'
 
@@ -68,6 +68,7 @@ export function createApp(deps: AppDeps): Koa {
   const router = new Router()
 
   const page = storefrontPage(deps.settings.jaegerUi)
+  const script = loadStorefrontScript()
   const updates = {
     ...deps,
     heartbeatMs: deps.settings.heartbeatMs,
@@ -172,7 +173,7 @@ export function createApp(deps: AppDeps): Koa {
   // The storefront page's own assets: not API, so not in the contract.
   router.get('/storefront.js', (ctx) => {
     ctx.type = 'text/javascript; charset=utf-8'
-    ctx.body = storefrontScript
+    ctx.body = script
   })
   router.get('/storefront.css', (ctx) => {
     ctx.type = 'text/css; charset=utf-8'
