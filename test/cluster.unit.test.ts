@@ -14,6 +14,8 @@ import type { IContainer } from 'kubernetes-models/v1/Container'
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec'
 import type { IProbe } from 'kubernetes-models/v1/Probe'
 import { parseAllDocuments } from 'yaml'
+import { DockerfileParser, type Copy } from 'dockerfile-ast'
+import ignore from '@balena/dockerignore'
 import { variables } from '../src/platform/config'
 import { ROLE_NODE_OPTIONS } from '../src/platform/heap'
 
@@ -261,6 +263,10 @@ function serviceFor(cluster: Cluster, host: string): Service {
   return svc
 }
 
+// The Tiltfile is Starlark, which no maintained JavaScript parser reads (Tilt embeds Go's
+// go.starlark.net). These few helpers find the calls the checks need: a call's argument text by
+// balanced brackets, its string literals and its keyword arguments. They stay, for that reason.
+
 /** The Starlark source without comments, so prose can't pass for code. */
 function tiltfile(): string {
   return readFileSync(join(ROOT, 'Tiltfile'), 'utf8')
@@ -313,19 +319,36 @@ function firstString(args: string): string | undefined {
 interface Stage {
   readonly name: string | undefined
   readonly from: string
+  /** Each instruction as `KEYWORD arguments`, line continuations joined and flags left out. */
   readonly lines: readonly string[]
+  /** What the stage copies from the build context (a COPY --from copies from another stage). */
+  readonly copied: readonly string[]
 }
 
+/** The Dockerfile's stages, as dockerfile-ast (the parser of the Docker language server) reads it. */
 function dockerStages(): Stage[] {
-  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ')
-  const stages: { name: string | undefined; from: string; lines: string[] }[] = []
-  for (const line of text.split('\n').map((l) => l.trim())) {
-    if (line === '' || line.startsWith('#')) continue
-    const from = /^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(line)
-    if (from) stages.push({ from: from[1] ?? '', name: from[2], lines: [] })
-    else stages.at(-1)?.lines.push(line)
-  }
-  return stages
+  const file = DockerfileParser.parse(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+  const froms = file.getFROMs()
+  return froms.map((from, i) => {
+    const [start, end] = [from.getRange().start.line, froms[i + 1]?.getRange().start.line]
+    const own = file.getInstructions().filter((instruction) => {
+      const line = instruction.getRange().start.line
+      return line > start && (end === undefined || line < end)
+    })
+    return {
+      name: from.getBuildStage() ?? undefined,
+      from: from.getImage() ?? '',
+      lines: own.map((i) => `${i.getKeyword()} ${i.getArgumentsContent() ?? ''}`),
+      copied: own
+        .filter((i): i is Copy => i.getKeyword() === 'COPY' && !(i as Copy).getFromFlag())
+        .flatMap((copy) =>
+          copy
+            .getArguments()
+            .slice(0, -1)
+            .map((a) => a.getValue()),
+        ),
+    }
+  })
 }
 
 function instruction(stage: Stage, name: string): string | undefined {
@@ -1109,28 +1132,11 @@ describe('Dockerfile', () => {
   })
 
   it('gets only what it copies from a .dockerignore that keeps node_modules out', () => {
-    const rules = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l && !l.startsWith('#'))
-    const ignored = (path: string) =>
-      rules.reduce((result, rule) => {
-        const negated = rule.startsWith('!')
-        const pattern = (negated ? rule.slice(1) : rule).replace(/\/$/, '')
-        const hit = pattern === '*' || path === pattern || path.startsWith(`${pattern}/`)
-        return hit ? !negated : result
-      }, false)
+    const rules = ignore().add(readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n'))
+    const ignored = (path: string) => rules.ignores(path)
     for (const p of ['node_modules', 'dist', '.git', 'k8s', 'test'])
       assert.ok(ignored(p), `${p} is sent`)
-    const copied = stages
-      .flatMap((s) => s.lines)
-      .filter((l) => /^COPY\s/.test(l) && !l.includes('--from='))
-      .flatMap((l) =>
-        l
-          .split(/\s+/)
-          .slice(1, -1)
-          .filter((a) => !a.startsWith('--')),
-      )
+    const copied = stages.flatMap((s) => s.copied)
     assert.ok(copied.includes('src'))
     for (const p of copied) {
       assert.ok(!ignored(p), `the Dockerfile copies ${p}, which .dockerignore leaves out`)
