@@ -66,8 +66,11 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
   // without reading the stream. Otherwise (a redelivery, another baker got there, no such order)
   // the append's version check says so, and the step reads, decides again and appends.
   const { orderKey, pastry, orderTime } = command
-  const placed: Folded = { state: { status: 'pending', orderKey, pastry, orderTime }, version: 1 }
-  const started = await execute(
+  const placed: VersionedState = {
+    state: { status: 'pending', orderKey, pastry, orderTime },
+    version: 1,
+  }
+  const started = await step(
     deps,
     command.orderKey,
     () => ({ type: 'StartBaking', at: deps.now() }),
@@ -79,7 +82,7 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
   await (deps.oven ?? ((ms) => sleep(ms)))(plan.totalMs)
   // The second step starts from what the first one left, without reading the stream again; if
   // another writer appended meanwhile, the append's version check says so and it reads.
-  const finished = await execute(
+  const finished = await step(
     deps,
     command.orderKey,
     () => ({
@@ -94,30 +97,31 @@ async function bakeOrder(deps: BakerDeps, command: PlaceOrder): Promise<BakeOutc
 }
 
 /** An order's state and the version of its stream it was folded from. */
-interface Folded {
+interface VersionedState {
   readonly state: OrderState
   readonly version: number
 }
 
 /** What a step left: the state, its version, and the versions the step itself appended. */
-interface Executed extends Folded {
+interface StepResult extends VersionedState {
   readonly appended: readonly number[]
 }
 
 const MAX_CONFLICTS = 5
 
 /**
- * Load (unless the caller knows the state and version), decide, append; on a version conflict
- * another writer won, so read, and decide again on its result.
+ * One step of the bake: load (unless the caller gives the state to start from), decide, append.
+ * On a version conflict another writer won, so read, and decide again on its result.
  */
-async function execute(
+async function step(
   { store }: BakerDeps,
   orderKey: OrderKey,
   command: () => BakerCommand,
-  known?: Folded,
-): Promise<Executed> {
+  startFrom?: VersionedState,
+): Promise<StepResult> {
   for (let attempt = 1; ; attempt++) {
-    const { state, version } = attempt === 1 && known ? known : fold(await store.read(orderKey))
+    const { state, version } =
+      attempt === 1 && startFrom ? startFrom : fold(await store.read(orderKey))
     let events
     try {
       events = decide(command(), state)
@@ -140,7 +144,7 @@ async function execute(
   }
 }
 
-function fold(history: readonly StoredEvent[]): Folded {
+function fold(history: readonly StoredEvent[]): VersionedState {
   return {
     state: history.reduce((s, e) => evolve(s, e.event), initialState),
     version: history.length,

@@ -13,7 +13,7 @@ import { OutboxRelay } from './outbox-relay'
 import { RabbitTransport, type Topology } from './rabbitmq'
 import { connectRedis } from './redis'
 import { runShutdownHooks } from './shutdown'
-import { markOrderOf } from './tracing'
+import { markOrder } from './tracing'
 
 export interface MessageHandler<D extends AnyMessageDefinition = AnyMessageDefinition> {
   readonly message: D
@@ -109,7 +109,8 @@ export async function startService({
       configuration = configuration.withHandler({
         messageType: message.Class,
         messageHandler: (received, attributes) => {
-          markOrderOf(received)
+          const orderKey = correlationIdOf(received)
+          if (orderKey !== undefined) markOrder(orderKey)
           return handle(received, attributes)
         },
       })

@@ -193,19 +193,14 @@ async function endSpanAfter<T>(
 }
 
 /**
- * Tags the active span with the order it is about, and the HTTP server span around it too, so
- * that searching Jaeger for `bakery.order_key=<key>` finds the trace's root.
+ * Tags the active span with the order it is about (a request's, or a message's correlation id),
+ * and the HTTP server span around it too, so that searching Jaeger for `bakery.order_key=<key>`
+ * finds the trace's root.
  */
 export function markOrder(orderKey: string): void {
   annotate(() => ({ [Attr.orderKey]: orderKey }))
   const server = getRPCMetadata(context.active())?.span
   if (server?.isRecording()) server.setAttribute(Attr.orderKey, orderKey)
-}
-
-/** Tags the active span with the order a message is about, if it names one. */
-export function markOrderOf(message: object): void {
-  const orderKey = (message as { orderKey?: unknown }).orderKey
-  if (typeof orderKey === 'string') annotate(() => ({ [Attr.orderKey]: orderKey }))
 }
 
 /** An error on its span: the exception event, `error.type`, and the error status. */

@@ -52,8 +52,8 @@
       const stored: unknown = JSON.parse(localStorage.getItem(STORAGE) ?? '[]')
       return Array.isArray(stored)
         ? stored.filter(
-            (o: Partial<Order> | null): o is Order =>
-              !!o && /^[0-9a-f]{32}$/.test(String(o.orderKey)) && isStatus(o.status),
+            (item: Partial<Order> | null): item is Order =>
+              !!item && /^[0-9a-f]{32}$/.test(String(item.orderKey)) && isStatus(item.status),
           )
         : []
     } catch {
@@ -231,7 +231,7 @@
       }
       attempt = null
       const orderKey = answer.orderKey
-      let order = orders.find((o) => o.orderKey === orderKey)
+      let order = orders.find((known) => known.orderKey === orderKey)
       if (!order) {
         order = {
           orderKey,
