@@ -2,20 +2,11 @@
  * The V8 heap every role runs with, wherever it runs: `bakery dev`, the bench and the cluster
  * (k8s/settings.yaml sets the same NODE_OPTIONS; a unit test keeps the two equal).
  *
- * Left to itself, Node sizes the heap from the memory it sees, and both answers are poor:
- * - On a machine with 24 GB, the old generation may reach 4 GB, and V8 then lets it grow to up to
- *   4 times what survived the last full collection (1.3–2 times when the limit is under 2 GB).
- *   A role keeps about 20 MB live and sits at 130–170 MB RSS, most of it garbage.
- * - In a container limited to 512Mi, the old generation gets 256 MB, but each semi-space of the
- *   young generation only 1 MB, against 16 MB outside. Short-lived objects (a request, a
- *   delivery awaiting its confirm) then outlive their scavenge and are promoted: more CPU, and a
- *   slower tail.
- * So the heap is set: the container's old generation, and a young generation between the two.
- * Semi-spaces of 8 MB, not 16, since a role allocates less per order (two bus messages instead of
- * four): 11–18 MB less RSS per role for no CPU that two pairs of bench runs could see
- * (docs/performance.md, *The heap, once more*). On a big machine that costs 6–10 % more CPU than Node's own heap,
- * for the full collections it runs more often; in the container it saves 5 % of CPU against the
- * heap Node would pick there (docs/performance.md, *Memory*).
+ * Left to itself, Node sizes the heap from the memory it sees, and both answers are poor: on a big
+ * machine an old generation of gigabytes, mostly garbage; in a container of 512Mi, semi-spaces so
+ * small that short-lived objects (a request, a delivery awaiting its confirm) are promoted. So the
+ * container's old generation, and a young generation between the two. What each choice cost and
+ * saved is measured in docs/performance.md (*Memory*, and *The heap, once more*).
  */
 export const ROLE_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=8'
 
