@@ -12,7 +12,7 @@ import pino from 'pino'
 import type { ConsumeMessage } from 'amqplib'
 import { OrderBaked, PlaceOrder, timestamp, type OrderKey } from '../src/messages'
 import { busLoggerFactory } from '../src/platform/logger'
-import { RabbitTransport } from '../src/platform/rabbitmq'
+import { RabbitTransport } from '../src/platform/transport'
 import { queues, topology } from '../src/topology'
 
 const BATCH = 32
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
     brokers: [new URL('amqp://127.0.0.1:1')],
     topology,
     logger,
-    retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 },
+    retry: { maxAttempts: 1, backoff: { initialMs: 1, maxMs: 1 } },
     consume: { queue: queues.projector, prefetch: BATCH },
   })
   let sent = 0

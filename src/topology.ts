@@ -1,5 +1,5 @@
 import { OrderBaked, PlaceOrder, type BusMessage } from './messages'
-import type { Topology } from './platform/rabbitmq'
+import type { Topology } from './platform/transport'
 import type { BusWiring } from './platform/service'
 
 /**

@@ -13,7 +13,7 @@ import {
 import { loadConfig } from '../src/platform/config'
 import { handlerFor, startService, type Service } from '../src/platform/service'
 import { bakeryBus, queues, topology } from '../src/topology'
-import { Headers } from '../src/platform/rabbitmq'
+import { FailureHeaders } from '../src/platform/transport'
 import { projectOrder } from '../src/projections/projector'
 import { ViewStore } from '../src/projections/view-store'
 import { placeOrder, randomOrderKey } from '../src/reception/orders'
@@ -112,10 +112,10 @@ const theBus = (queueType: QueueType) => () => {
       return message && message.properties.messageId === 'poison-1' ? message : undefined
     })
     assert.match(
-      String(dead.properties.headers?.[Headers.reason]),
+      String(dead.properties.headers?.[FailureHeaders.reason]),
       /not a valid bakery\/order-baked.*bakedAt/,
     )
-    assert.equal(dead.properties.headers?.[Headers.queue], queues.projector)
+    assert.equal(dead.properties.headers?.[FailureHeaders.queue], queues.projector)
     assert.ok(!handled.includes(poisonKey))
     await connection.close()
   })
@@ -136,7 +136,7 @@ const theBus = (queueType: QueueType) => () => {
         return message && message.properties.messageId === 'unhandled-1' ? message : undefined
       })
       assert.match(
-        String(dead.properties.headers?.[Headers.reason]),
+        String(dead.properties.headers?.[FailureHeaders.reason]),
         /PoisonMessage: no handler for bakery\/order-baked/,
       )
     } finally {

@@ -6,7 +6,7 @@ import pino from 'pino'
 import { OrderBaked, timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { REQUEUE_BATCH, runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
-import { Headers } from '../src/platform/rabbitmq'
+import { FailureHeaders } from '../src/platform/transport'
 import { handlerFor, startService, type Service } from '../src/platform/service'
 import { bakeryBus, queues, topology } from '../src/topology'
 import { randomOrderKey } from '../src/reception/orders'
@@ -157,10 +157,10 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
           type: OrderBaked.$name,
           persistent: true,
           headers: {
-            [Headers.queue]: queues.projector,
-            [Headers.reason]: 'the read model is jammed',
-            [Headers.failedAt]: new Date().toISOString(),
-            [Headers.attempt]: 1,
+            [FailureHeaders.queue]: queues.projector,
+            [FailureHeaders.reason]: 'the read model is jammed',
+            [FailureHeaders.failedAt]: new Date().toISOString(),
+            [FailureHeaders.attempt]: 1,
             ...headers,
           },
         },
@@ -221,7 +221,7 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
     const hostile = 'jammed \u001b]0;owned\u0007 \u001b[2J \u009b31m \u007f \u202eevil'
     await deadLetter(
       1,
-      { [Headers.reason]: hostile, [Headers.queue]: '\u001b[31mqueue' },
+      { [FailureHeaders.reason]: hostile, [FailureHeaders.queue]: '\u001b[31mqueue' },
       'id\u001b[1m',
     )
     const { code, out } = await tool('list')

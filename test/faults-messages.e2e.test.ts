@@ -13,7 +13,7 @@ import {
 } from '../src/messages'
 import { EventStore } from '../src/platform/event-store'
 import { keys, type Keys } from '../src/platform/keys'
-import { Headers } from '../src/platform/rabbitmq'
+import { FailureHeaders } from '../src/platform/transport'
 import { queues, topology } from '../src/topology'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, startRole, waitFor, type RoleProcess } from './support'
@@ -195,10 +195,10 @@ const unhandled = (queueType: QueueType) => () => {
         const elapsed = Date.now() - sent
         const letter = await deadLetter(poisonId)
         const headers = letter.properties.headers ?? {}
-        assert.match(String(headers[Headers.reason]), poison.reason)
-        assert.equal(headers[Headers.queue], queue)
-        assert.equal(headers[Headers.attempt], 1, 'never retried')
-        assert.ok(!Number.isNaN(Date.parse(String(headers[Headers.failedAt]))))
+        assert.match(String(headers[FailureHeaders.reason]), poison.reason)
+        assert.equal(headers[FailureHeaders.queue], queue)
+        assert.equal(headers[FailureHeaders.attempt], 1, 'never retried')
+        assert.ok(!Number.isNaN(Date.parse(String(headers[FailureHeaders.failedAt]))))
         assert.ok(elapsed < 1000, `valid message handled ${elapsed} ms after the poison`)
       })
     }
@@ -218,15 +218,15 @@ const unhandled = (queueType: QueueType) => () => {
     ])
     const [baker, projector] = await Promise.all([deadLetter(command), deadLetter(event)])
     assert.match(
-      String(baker.properties.headers?.[Headers.reason]),
+      String(baker.properties.headers?.[FailureHeaders.reason]),
       /PermanentFailure: there is no such order/,
     )
-    assert.equal(baker.properties.headers?.[Headers.attempt], 1)
+    assert.equal(baker.properties.headers?.[FailureHeaders.attempt], 1)
     assert.match(
-      String(projector.properties.headers?.[Headers.reason]),
+      String(projector.properties.headers?.[FailureHeaders.reason]),
       /PermanentFailure: .* has no history/,
     )
-    assert.equal(projector.properties.headers?.[Headers.attempt], 1)
+    assert.equal(projector.properties.headers?.[FailureHeaders.attempt], 1)
     assert.equal(await store.version(ghost), 0, 'nothing was written for it')
   })
 
@@ -247,9 +247,9 @@ const unhandled = (queueType: QueueType) => () => {
     const letter = await deadLetter(id, 10_000)
     const took = Date.now() - sent
     const headers = letter.properties.headers ?? {}
-    assert.match(String(headers[Headers.reason]), /^gave up after 4 attempts: .*WRONGTYPE/)
-    assert.equal(headers[Headers.attempt], 4)
-    assert.equal(headers[Headers.queue], queues.projector)
+    assert.match(String(headers[FailureHeaders.reason]), /^gave up after 4 attempts: .*WRONGTYPE/)
+    assert.equal(headers[FailureHeaders.attempt], 4)
+    assert.equal(headers[FailureHeaders.queue], queues.projector)
     const projector = roles[1]!
     const retries = await waitFor('the retries to be logged', () => {
       const found = retriesOf(projector, placed.orderKey)

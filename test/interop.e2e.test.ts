@@ -5,7 +5,7 @@ import { Bus, type BusInstance } from '@node-ts/bus-core'
 import { Command, Event, type MessageAttributes } from '@node-ts/bus-messages'
 import { RabbitMqTransport } from '@node-ts/bus-rabbitmq'
 import amqp from 'amqplib'
-import { Headers } from '../src/platform/rabbitmq'
+import { FailureHeaders } from '../src/platform/transport'
 import { topology } from '../src/topology'
 import {
   createVhost,
@@ -143,7 +143,7 @@ describe('a stock @node-ts/bus-rabbitmq service talks to Bakery', () => {
       )
       const body = JSON.parse(letter.content.toString()) as Record<string, unknown>
       assert.equal(body.$name, PlaceOrder.NAME)
-      const reason = String(letter.properties.headers?.[Headers.reason])
+      const reason = String(letter.properties.headers?.[FailureHeaders.reason])
       assert.equal(
         reason,
         'PoisonMessage: the body is not a valid bakery/place-order v1: /orderKey: must be OrderKey; ' +

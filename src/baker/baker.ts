@@ -7,7 +7,7 @@ import {
   type StoredEvent,
 } from '../platform/event-store'
 import { metrics } from '../platform/metrics'
-import { PermanentFailure } from '../platform/rabbitmq'
+import { PermanentFailure } from '../platform/errors'
 import { annotate, Attr, messageSentAt } from '../platform/tracing'
 import { planBake, type BakePlan } from './bake-time'
 import {

@@ -12,7 +12,8 @@ import type { Keys } from './keys'
 import { describeError } from './logger'
 import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
 import { deadLetterQueue, type QueuePolicy } from './queue-types'
-import { Headers, Unroutable } from './rabbitmq'
+import { Unroutable } from './errors'
+import { FailureHeaders } from './transport'
 import { topology } from '../topology'
 import {
   formatDuration,
@@ -74,13 +75,13 @@ const text = (value: unknown) =>
 
 export function describeDeadLetter(message: GetMessage): DeadLetter {
   const headers = message.properties.headers ?? {}
-  const attempts: unknown = headers[Headers.attempt]
+  const attempts: unknown = headers[FailureHeaders.attempt]
   const described = {
     messageId: text(message.properties.messageId),
     name: nameOf(message) ?? text(message.properties.type),
-    queue: text(headers[Headers.queue]),
-    reason: text(headers[Headers.reason]),
-    failedAt: text(headers[Headers.failedAt]),
+    queue: text(headers[FailureHeaders.queue]),
+    reason: text(headers[FailureHeaders.reason]),
+    failedAt: text(headers[FailureHeaders.failedAt]),
     attempts: typeof attempts === 'number' ? attempts : undefined,
   }
   return described.queue === undefined
@@ -224,7 +225,7 @@ export async function requeueDeadLetters(
 /** Its failure headers dropped, a requeued message starts again at attempt 1. */
 function withoutFailure(headers: Record<string, unknown>): Record<string, unknown> {
   const kept = { ...headers }
-  for (const name of Object.values(Headers)) delete kept[name]
+  for (const name of Object.values(FailureHeaders)) delete kept[name]
   return kept
 }
 

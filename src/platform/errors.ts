@@ -14,3 +14,31 @@ export class StoreUnavailable extends Error {
     super(`the event store is unavailable: ${cause.message}`)
   }
 }
+
+/** A message that can never be handled: dead-lettered at once, never retried. */
+export class PoisonMessage extends Error {
+  override readonly name = 'PoisonMessage'
+}
+
+/** Thrown by a handler when retrying cannot help (the data is wrong, not the world). */
+export class PermanentFailure extends Error {
+  override readonly name: string = 'PermanentFailure'
+}
+
+/** The broker returned a mandatory publish: no queue is bound to take it. */
+export class Unroutable extends Error {
+  override readonly name = 'Unroutable'
+  constructor(exchange: string, routingKey: string) {
+    super(
+      `RabbitMQ could not route a message to ${exchange ? `exchange ${exchange}` : `queue ${routingKey}`}: no queue is bound`,
+    )
+  }
+}
+
+/** Not connected to RabbitMQ: nothing can be published now. */
+export class BrokerUnavailable extends Error {
+  override readonly name = 'BrokerUnavailable'
+  constructor() {
+    super('not connected to RabbitMQ')
+  }
+}

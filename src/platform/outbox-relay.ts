@@ -11,6 +11,7 @@ import type { Logger } from './logger'
 import { fieldRecord } from './redis'
 import { metrics } from './metrics'
 import { park } from './outbox-parking'
+import { delayAfter, reconnecting } from './backoff'
 
 export const RELAY_GROUP = 'relay'
 
@@ -109,7 +110,7 @@ export class OutboxRelay {
         this.grouped = false
         if (failures === 1 || failures % 30 === 0)
           this.log.warn({ err: error }, 'cannot relay the outbox yet; retrying')
-        await sleep(Math.min(100 * 2 ** failures, 5000))
+        await sleep(delayAfter(reconnecting, failures))
       }
     }
   }

@@ -1,6 +1,7 @@
 import { context, type Context } from '@opentelemetry/api'
 import { Redis, type Command } from 'ioredis'
 import { redact } from './config'
+import { delayAfter, reconnecting } from './backoff'
 import { StoreUnavailable } from './errors'
 import type { Logger } from './logger'
 import { tracesAreRecorded } from './tracing'
@@ -42,7 +43,7 @@ export function connectRedis(
     enableAutoPipelining: true,
     enableOfflineQueue: !failFast,
     maxRetriesPerRequest: failFast ? 1 : null,
-    retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
+    retryStrategy: (times) => delayAfter(reconnecting, times),
     ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
   })
   if (tracesAreRecorded() && commandsAreTraced()) sendEachCommandFromItsCaller(redis)

@@ -10,7 +10,7 @@ import { keys, type Keys } from './keys'
 import { busLoggerFactory, type Logger } from './logger'
 import { metrics, metricsText } from './metrics'
 import { OutboxRelay } from './outbox-relay'
-import { RabbitTransport, type Topology } from './rabbitmq'
+import { RabbitTransport, type Topology } from './transport'
 import { connectRedis } from './redis'
 import { runShutdownHooks } from './shutdown'
 import { markOrder } from './tracing'
@@ -94,8 +94,7 @@ export async function startService({
     logger,
     retry: {
       maxAttempts: config.RETRY_MAX_ATTEMPTS,
-      initialDelayMs: config.RETRY_INITIAL_DELAY_MS,
-      maxDelayMs: config.RETRY_MAX_DELAY_MS,
+      backoff: { initialMs: config.RETRY_INITIAL_DELAY_MS, maxMs: config.RETRY_MAX_DELAY_MS },
     },
     ...(consume ? { consume: { queue: consume.queue, prefetch: config.PREFETCH } } : {}),
   })

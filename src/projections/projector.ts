@@ -1,6 +1,6 @@
 import type { OrderEvent } from '../messages'
 import { metrics } from '../platform/metrics'
-import { PermanentFailure } from '../platform/rabbitmq'
+import { PermanentFailure } from '../platform/errors'
 import { annotate, Attr } from '../platform/tracing'
 import { foldView } from './order-view'
 import type { ViewStore } from './view-store'

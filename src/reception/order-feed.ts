@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis'
 import type { OrderKey } from '../messages'
 import { decodeEntry, type EventStore, type StoredEvent } from '../platform/event-store'
 import type { Logger } from '../platform/logger'
+import { delayAfter, reconnecting } from '../platform/backoff'
 
 /** Someone waiting for an order's next events. */
 export interface Subscriber {
@@ -172,7 +173,7 @@ export class OrderFeed {
         failures += 1
         if (failures === 1 || failures % 30 === 0)
           this.log.warn({ err: error }, 'cannot read order updates; retrying')
-        await sleep(Math.min(100 * 2 ** failures, 5000))
+        await sleep(delayAfter(reconnecting, failures))
       }
     }
   }
