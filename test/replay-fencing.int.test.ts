@@ -1,6 +1,7 @@
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { liveGeneration, replayReadModel, type RebuildOptions } from '../src/projections/rebuild'
+import { liveGeneration } from '../src/projections/generations'
+import { replayReadModel, type RebuildOptions } from '../src/projections/rebuild'
 import { runReplay } from '../src/projections/replay'
 import { captureIo, namespaceFactory, seedOrders, type Bakery } from './support/replay'
 

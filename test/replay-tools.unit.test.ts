@@ -6,7 +6,7 @@ import { formatHistory, formatPastState, parsePoint } from '../src/projections/h
 import { decodeLogEntry } from '../src/projections/log-entries'
 import { compareStreamIds } from '../src/platform/redis'
 import { stateAt, toHistory } from '../src/projections/order-history'
-import { diffViews, formatDifference, lagsByDesign } from '../src/projections/rebuild'
+import { diffViews, formatDifference, lagsByDesign } from '../src/projections/verify'
 import type { LogEvent } from '../src/projections/log-entries'
 import { formatProgress } from '../src/projections/replay'
 import { formatDuration, parseTime, traceIdOf, UsageError } from '../src/platform/tool'

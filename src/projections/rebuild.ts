@@ -1,12 +1,12 @@
-import { randomBytes } from 'node:crypto'
-import type { ChainableCommander, Redis, Result } from 'ioredis'
+import type { ChainableCommander, Redis } from 'ioredis'
 import type { OrderKey } from '../messages'
 import { MalformedEntry, type EventStore } from '../platform/event-store'
 import type { Keys } from '../platform/keys'
-import { fieldRecord } from '../platform/redis'
 import { decodeLogEntry, lastLogId, readLog, type LogEvent } from './log-entries'
-import { evolveView, foldView, writesView, type VersionedView } from './order-view'
+import { evolveView, foldView, type VersionedView } from './order-view'
 import { decodeView, type ViewStore } from './view-store'
+import { generationPattern, unlinkMatching, unlinkOtherGenerations } from './generations'
+import { holdReplayLock, LOCK_TTL_MS, ReplayInProgress, ReplayLockLost } from './replay-lock'
 
 /** Tuning and reporting shared by `replay` and `replay --verify`. */
 export interface RebuildOptions {
@@ -110,7 +110,10 @@ export async function rebuildViews(
 }
 
 /** An order's own stream, without the entries that do not decode. */
-async function orderStreamEvents(store: EventStore, orderKey: OrderKey): Promise<LogEvent[]> {
+export async function orderStreamEvents(
+  store: EventStore,
+  orderKey: OrderKey,
+): Promise<LogEvent[]> {
   const raw = await store.entries(orderKey)
   return raw
     .map(([id, fields]) => decodeLogEntry(id, fields, orderKey))
@@ -125,157 +128,10 @@ export async function foldOrderStream(
   return foldView(await orderStreamEvents(store, orderKey))
 }
 
-/**
- * Whether a live view is the fold of the log up to its own version, and behind the log only by
- * events that never write the read model: an order in the oven, whose view says `pending` until
- * OrderBaked is projected. That is the read model working as designed, not a difference.
- */
-export function lagsByDesign(
-  history: readonly LogEvent[],
-  live: Readonly<Record<string, string>>,
-): boolean {
-  const stored = decodeView(live)
-  if (!stored) return false
-  const upToView = foldView(history.filter((entry) => entry.version <= stored.version))
-  if (!upToView || diffViews('', viewHash(upToView), live)) return false
-  return history.every((entry) => entry.version <= stored.version || !writesView(entry.event))
-}
-
-/** Unlinks every key matching `pattern`, a SCAN at a time. */
-async function unlinkMatching(redis: Redis, pattern: string): Promise<void> {
-  await forEachScan(redis, pattern, async (found) => {
-    await redis.unlink(...found)
-  })
-}
-
-/** The SCAN pattern of one generation's view keys; order keys are 32 hex digits. */
-export function generationPattern(keys: Keys, generation: number): string {
-  return generation === 0
-    ? `${keys.viewPrefix}${'?'.repeat(32)}`
-    : `${keys.viewPrefix}${generation}:*`
-}
-
-/** The generation a read-model key belongs to (see Keys.view). */
-function generationOf(keys: Keys, key: string): number {
-  const match = /^(\d+):/.exec(key.slice(keys.viewPrefix.length))
-  return match ? Number(match[1]) : 0
-}
-
-/** Unlinks the read-model keys of every generation but `live`: what interrupted replays left. */
-async function unlinkOtherGenerations(redis: Redis, keys: Keys, live: number): Promise<void> {
-  await forEachScan(redis, `${keys.viewPrefix}*`, async (found) => {
-    const stale = found.filter((key) => generationOf(keys, key) !== live)
-    if (stale.length > 0) await redis.unlink(...stale)
-  })
-}
-
-export const liveGeneration = async (redis: Redis, keys: Keys): Promise<number> =>
-  Number((await redis.get(keys.viewGeneration)) ?? '0')
-
-// Takes the replay lock if it is free. Its value is a fencing token: a number drawn from a counter
-// that only grows, and above the live generation, so it also names the generation this replay
-// builds. Returns the token and the live generation, or nil when another replay holds the lock.
-const ACQUIRE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-local live = tonumber(redis.call('GET', KEYS[3]) or '0')
-local token = redis.call('INCR', KEYS[2])
-if token <= live then
-  token = live + 1
-  redis.call('SET', KEYS[2], token)
-end
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return {token, live}
-`
-// Makes the built generation live, only for the replay whose token the lock still holds, and only
-// if the live generation is still the one it started from.
-const FLIP = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 'moved' end
-redis.call('SET', KEYS[2], ARGV[1])
-return 'flipped'
-`
-// Renews or releases the replay lock only while this replay holds it.
-const RENEW = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-`
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    bakeryAcquireReplay(
-      lock: string,
-      fence: string,
-      pointer: string,
-      ttlMs: number,
-    ): Result<[token: number, live: number] | null, Context>
-    bakeryFlipGeneration(
-      lock: string,
-      pointer: string,
-      token: number,
-      from: number,
-    ): Result<'lost' | 'moved' | 'flipped', Context>
-    bakeryRenewLock(lock: string, token: string, ttlMs: number): Result<number, Context>
-  }
-}
-
-export class ReplayInProgress extends Error {
-  override readonly name = 'ReplayInProgress'
-}
-
-/** The replay's lock expired or was taken: it must not swap anything in. */
-export class ReplayLockLost extends Error {
-  override readonly name = 'ReplayLockLost'
-}
-
-const LOCK_TTL_MS = 30_000
-
 export interface ReplayResult extends RebuildResult {
   readonly generation: number
   /** Log entries appended while the replay ran, folded in after the swap. */
   readonly caughtUp: number
-}
-
-/** The replay lock, renewed in the background; `check` throws once a renewal failed. */
-async function holdReplayLock(redis: Redis, keys: Keys, ttlMs: number) {
-  redis.defineCommand('bakeryAcquireReplay', { numberOfKeys: 3, lua: ACQUIRE })
-  redis.defineCommand('bakeryRenewLock', { numberOfKeys: 1, lua: RENEW })
-  const acquired = await redis.bakeryAcquireReplay(
-    keys.replayLock,
-    keys.replayFence,
-    keys.viewGeneration,
-    ttlMs,
-  )
-  if (!acquired)
-    throw new ReplayInProgress(
-      `another replay is running in this namespace (it holds ${keys.replayLock}); try again when it finished`,
-    )
-  const [token, live] = acquired
-  let lost: string | undefined
-  // A renewal that fails, for whatever reason, ends the replay: past that point another replay
-  // may hold the lock, and only the holder may swap.
-  const renew = setInterval(() => {
-    redis.bakeryRenewLock(keys.replayLock, String(token), ttlMs).then(
-      (held) => {
-        if (held !== 1) lost ??= 'it expired or another replay took it'
-      },
-      (error: unknown) => {
-        lost ??= `the lock could not be renewed (${error instanceof Error ? error.message : String(error)})`
-      },
-    )
-  }, ttlMs / 3)
-  return {
-    token,
-    live,
-    check: () => {
-      if (lost)
-        throw new ReplayLockLost(`the replay lost its lock: ${lost}; nothing was swapped in`)
-    },
-    release: async () => {
-      clearInterval(renew)
-      await redis.bakeryRenewLock(keys.replayLock, String(token), 0).catch(() => undefined)
-    },
-  }
 }
 
 /**
@@ -302,7 +158,6 @@ export async function replayReadModel(
     readonly lockTtlMs?: number
   },
 ): Promise<ReplayResult> {
-  redis.defineCommand('bakeryFlipGeneration', { numberOfKeys: 2, lua: FLIP })
   const lock = await holdReplayLock(redis, keys, options.lockTtlMs ?? LOCK_TTL_MS)
   const { token: next, live: current } = lock
   let flipped = false
@@ -322,12 +177,7 @@ export async function replayReadModel(
       : { entries: 0, skipped: 0, orders: 0 }
 
     lock.check()
-    const flip = await redis.bakeryFlipGeneration(
-      keys.replayLock,
-      keys.viewGeneration,
-      next,
-      current,
-    )
+    const flip = await lock.flip()
     if (flip === 'lost')
       throw new ReplayLockLost('the replay lost its lock before the swap; nothing was swapped in')
     if (flip === 'moved')
@@ -367,145 +217,8 @@ export async function replayReadModel(
   }
 }
 
-/** A field on which the rebuilt view and the live one disagree; null: the field is absent. */
-export interface FieldDifference {
-  readonly field: string
-  readonly expected: string | null
-  readonly actual: string | null
-}
-
-export interface ViewDifference {
-  readonly orderKey: string
-  /** missing: the log has the order, the read model not; unexpected: the other way round. */
-  readonly kind: 'missing' | 'unexpected' | 'different'
-  readonly fields: readonly FieldDifference[]
-}
-
-/** Compares a view folded from the log with the live hash (empty hashes: no view). */
-export function diffViews(
-  orderKey: string,
-  expected: Readonly<Record<string, string>>,
-  actual: Readonly<Record<string, string>>,
-): ViewDifference | undefined {
-  const names = [...new Set([...Object.keys(expected), ...Object.keys(actual)])].sort()
-  const fields = names.flatMap((field) => {
-    const e = expected[field] ?? null
-    const a = actual[field] ?? null
-    return e === a ? [] : [{ field, expected: e, actual: a }]
-  })
-  if (fields.length === 0) return undefined
-  const kind =
-    Object.keys(actual).length === 0
-      ? 'missing'
-      : Object.keys(expected).length === 0
-        ? 'unexpected'
-        : 'different'
-  return { orderKey, kind, fields }
-}
-
-/** One line per difference, for a person. */
-export function formatDifference(difference: ViewDifference): string {
-  const { orderKey, kind, fields } = difference
-  if (kind === 'missing') return `${orderKey}: in the log but missing from the read model`
-  if (kind === 'unexpected') return `${orderKey}: in the read model but not in the log`
-  const what = fields.map(
-    ({ field, expected, actual }) =>
-      `${field} is ${actual === null ? 'absent' : JSON.stringify(actual)}, the log says ${expected === null ? 'absent' : JSON.stringify(expected)}`,
-  )
-  return `${orderKey}: ${what.join('; ')}`
-}
-
-export interface VerifyResult extends RebuildResult {
-  readonly differences: number
-}
-
-/**
- * Rebuilds the read model aside (throw-away keys that expire within the hour even if this is
- * killed) and compares it with the live one, both ways. A difference is checked once more
- * against the order's stream as it is now, so an order that merely moved on while the rebuild ran
- * is not reported, nor one whose view waits for its OrderBaked by design (`lagsByDesign`).
- */
-export async function verifyReadModel(
-  redis: Redis,
-  keys: Keys,
-  store: EventStore,
-  views: ViewStore,
-  options: RebuildOptions & { readonly onDifference: (difference: ViewDifference) => void },
-): Promise<VerifyResult> {
-  const prefix = keys.scratch(`verify-${randomBytes(6).toString('hex')}`)
-  const scratch = (order: string) => `${prefix}${order}`
-  try {
-    const generation = await liveGeneration(redis, keys)
-    const end = await lastLogId(redis, keys)
-    const built = end
-      ? await rebuildViews(redis, keys, scratch, end, { ...options, expireSeconds: 3600 })
-      : { entries: 0, skipped: 0, orders: 0 }
-    // SCAN may return a key twice; a difference is reported once.
-    const reported = new Set<string>()
-    const confirm = async (candidate: ViewDifference) => {
-      const order = candidate.orderKey as OrderKey
-      if (reported.has(order)) return
-      const [history, live] = await Promise.all([orderStreamEvents(store, order), views.raw(order)])
-      const folded = foldView(history)
-      const now = diffViews(order, folded ? viewHash(folded) : {}, live)
-      if (!now || lagsByDesign(history, live)) return
-      reported.add(order)
-      options.onDifference(now)
-    }
-
-    // Every rebuilt view against the live one.
-    await forEachScan(redis, `${prefix}*`, async (found) => {
-      const orders = found.map((key) => key.slice(prefix.length) as OrderKey)
-      const reads = redis.pipeline()
-      for (const [i, order] of orders.entries()) {
-        reads.hgetall(found[i]!)
-        reads.bakeryGetView(keys.viewGeneration, keys.viewPrefix, order)
-      }
-      const replies = await results<Record<string, string> | string[]>(reads)
-      const candidates = orders.flatMap((order, i) => {
-        const rebuilt = replies[2 * i]
-        const live = replies[2 * i + 1]
-        const difference = diffViews(
-          order,
-          rebuilt && !Array.isArray(rebuilt) ? rebuilt : {},
-          Array.isArray(live) ? fieldRecord(live) : {},
-        )
-        return difference ? [difference] : []
-      })
-      for (const candidate of candidates) await confirm(candidate)
-    })
-
-    // Every live view the rebuild does not have.
-    const livePrefix = keys.view('', generation)
-    await forEachScan(redis, generationPattern(keys, generation), async (found) => {
-      const orders = found.map((key) => key.slice(livePrefix.length))
-      const checks = redis.pipeline()
-      for (const order of orders) checks.exists(scratch(order))
-      const exists = await results<number>(checks)
-      for (const [i, order] of orders.entries())
-        if (exists[i] === 0) await confirm({ orderKey: order, kind: 'unexpected', fields: [] })
-    })
-    return { ...built, differences: reported.size }
-  } finally {
-    await unlinkMatching(redis, `${prefix}*`)
-  }
-}
-
-async function forEachScan(
-  redis: Redis,
-  pattern: string,
-  each: (keys: string[]) => Promise<void>,
-): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-    cursor = next
-    if (found.length > 0) await each(found)
-  } while (cursor !== '0')
-}
-
 /** A pipeline's replies, or its first error. */
-async function results<T>(pipeline: ChainableCommander): Promise<T[]> {
+export async function results<T>(pipeline: ChainableCommander): Promise<T[]> {
   const replies = (await pipeline.exec()) ?? []
   return replies.map(([error, reply]) => {
     if (error) throw error

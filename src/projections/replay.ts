@@ -1,5 +1,6 @@
 import { EventStore, type MalformedEntry } from '../platform/event-store'
-import { formatDifference, replayReadModel, verifyReadModel, type RebuildOptions } from './rebuild'
+import { replayReadModel, type RebuildOptions } from './rebuild'
+import { formatDifference, verifyReadModel } from './verify'
 import {
   formatCount,
   formatDuration,
