@@ -13,7 +13,7 @@ import type { ConsumeMessage } from 'amqplib'
 import { OrderBaked, PlaceOrder, timestamp, type OrderKey } from '../src/messages'
 import { busLoggerFactory } from '../src/platform/logger'
 import { RabbitTransport } from '../src/platform/transport'
-import { queues, topology } from '../src/topology'
+import { queues, topology } from '../src/wiring'
 
 const BATCH = 32
 const messages = Number(process.argv[2] ?? 100_000)

@@ -15,7 +15,7 @@ import {
   type OrderEvent,
   type OrderKey,
 } from '../src/messages'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import { runReplay } from '../src/projections/replay'
 import type { ToolIo } from '../src/platform/tool'
@@ -27,7 +27,7 @@ const PASTRIES = ['croissant', 'baguette', 'eclair', 'brioche', 'macaron']
 /** Writes `events` events through the real append script: 3 per order, placed, baking, baked. */
 async function generate(namespace: string, events: number): Promise<void> {
   const redis = new Redis(REDIS_URL)
-  const store = new EventStore(redis, keys(namespace))
+  const store = orderEventStore(redis, keys(namespace))
   const at = () => timestamp(new Date())
   const steps: ((orderKey: OrderKey, i: number) => OrderEvent)[] = [
     (orderKey, i) =>

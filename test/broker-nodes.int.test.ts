@@ -5,7 +5,7 @@ import { PlaceOrder, timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { runDeadLetters } from '../src/platform/dead-letters'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues } from '../src/topology'
+import { bakery, queues } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, freePort, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { captureIo } from './support/replay'
@@ -39,7 +39,7 @@ describe('several nodes in AMQP_URL', () => {
     const received: string[] = []
     const started = Date.now()
     const service = await startService({
-      bus: bakeryBus,
+      domain: bakery,
       config,
       logger,
       relay: false,

@@ -7,12 +7,13 @@ import {
   BakingStarted,
   OrderBaked,
   PlaceOrder,
+  type OrderEvent,
   type OrderKey,
   type Timestamp,
 } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues, topology } from '../src/topology'
+import { bakery, queues, topology } from '../src/wiring'
 import { FailureHeaders } from '../src/platform/transport'
 import { projectOrder } from '../src/projections/projector'
 import { ViewStore } from '../src/projections/view-store'
@@ -38,7 +39,7 @@ const baked = (orderKey: OrderKey) =>
 const theBus = (queueType: QueueType) => () => {
   let vhost: Awaited<ReturnType<typeof createVhost>>
   const namespace = uniqueNamespace('bus')
-  const services: Service[] = []
+  const services: Service<OrderEvent>[] = []
   const config = () =>
     loadConfig({
       AMQP_URL: vhost.url,
@@ -49,9 +50,9 @@ const theBus = (queueType: QueueType) => () => {
       RETRY_INITIAL_DELAY_MS: '20',
     })
   const start = async (
-    options: Omit<Parameters<typeof startService>[0], 'config' | 'logger' | 'bus'>,
+    options: Omit<Parameters<typeof startService>[0], 'config' | 'logger' | 'domain'>,
   ) => {
-    const service = await startService({ config: config(), logger, bus: bakeryBus, ...options })
+    const service = await startService({ config: config(), logger, domain: bakery, ...options })
     services.push(service)
     assert.ok(await service.transport.waitUntilReady(10_000), 'connected to RabbitMQ')
     return service

@@ -8,7 +8,7 @@ import { loadConfig } from '../src/platform/config'
 import { REQUEUE_BATCH, runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
 import { FailureHeaders } from '../src/platform/transport'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues, topology } from '../src/topology'
+import { bakery, queues, topology } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { QUEUE_TYPES, type QueueType } from './support'
@@ -36,7 +36,7 @@ const theTool = (queueType: QueueType) => () => {
     const config = loadConfig({ ...env, RETRY_MAX_ATTEMPTS: '2', RETRY_INITIAL_DELAY_MS: '20' })
     const logger = pino({ level: 'silent' })
     const service = await startService({
-      bus: bakeryBus,
+      domain: bakery,
       config,
       logger,
       relay: false,
@@ -176,7 +176,7 @@ describe('bakery dead-letters on a long queue and hostile text', () => {
     env = { AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }
     // The topology as the roles declare it; nothing consumes, so requeued letters stay countable.
     const service = await startService({
-      bus: bakeryBus,
+      domain: bakery,
       config: loadConfig(env),
       logger: pino({ level: 'silent' }),
       relay: false,

@@ -2,14 +2,15 @@ import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { OrderBaked, OrderPlaced, PlaceOrder, type OrderKey, type Timestamp } from '../src/messages'
-import { EventStore, VersionConflict } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
+import { VersionConflict } from '../src/platform/errors'
 import { keys } from '../src/platform/keys'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
 
 const namespace = uniqueNamespace('store')
 const redis = new Redis(REDIS_URL)
-const store = new EventStore(redis, keys(namespace))
+const store = orderEventStore(redis, keys(namespace))
 const placed = (orderKey: OrderKey) =>
   OrderPlaced.create({
     orderKey,

@@ -11,10 +11,10 @@ import {
   timestamp,
   type OrderKey,
 } from '../src/messages'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore, type OrderEventStore } from '../src/wiring'
 import { keys, type Keys } from '../src/platform/keys'
 import { FailureHeaders } from '../src/platform/transport'
-import { queues, topology } from '../src/topology'
+import { queues, topology } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, startRole, waitFor, type RoleProcess } from './support'
 import { QUEUE_TYPES, type QueueType } from './support'
@@ -31,7 +31,7 @@ const unhandled = (queueType: QueueType) => () => {
   const redis = new Redis(REDIS_URL)
   let bakery: Awaited<ReturnType<typeof isolatedBakery>>
   let k: Keys
-  let store: EventStore
+  let store: OrderEventStore
   let connection: ChannelModel
   let channel: ConfirmChannel
   const roles: RoleProcess[] = []
@@ -41,7 +41,7 @@ const unhandled = (queueType: QueueType) => () => {
   before(async () => {
     bakery = await isolatedBakery(`poison-${queueType}`, { ...RETRY, QUEUE_TYPE: queueType })
     k = keys(bakery.namespace)
-    store = new EventStore(redis, k)
+    store = orderEventStore(redis, k)
     roles.push(
       ...(await Promise.all([startRole('baker', bakery.env), startRole('projector', bakery.env)])),
     )

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import { queues, topology } from '../src/topology'
+import { queues, topology } from '../src/wiring'
 import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from './support'
 import {
   countFinished,

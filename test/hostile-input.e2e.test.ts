@@ -4,7 +4,7 @@ import { connect } from 'node:net'
 import fc from 'fast-check'
 import { Redis } from 'ioredis'
 import { Name, OrderKey, PlaceOrder, Timestamp } from '../src/messages'
-import { decodeEntry } from '../src/platform/event-store'
+import { decodeOrderEntry } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from './support'
 import { isolatedBakery, orderKeysIn, REDIS_URL, rssKb } from './support/faults'
@@ -275,7 +275,7 @@ describe('hostile requests against a real reception', () => {
       assert.deepEqual(Object.keys(raw).sort(), [...allowed].sort(), JSON.stringify(raw))
       assert.ok(OrderKey.is(raw.orderKey) && raw.orderKey === orderKey)
       assert.ok(Name.is(raw.customer) && Name.is(raw.pastry) && Timestamp.is(raw.orderTime))
-      assert.equal(decodeEntry(id, fields).event.$name, 'bakery/order-placed')
+      assert.equal(decodeOrderEntry(id, fields).event.$name, 'bakery/order-placed')
     }
     for (const [, fields] of await redis.xrange(k.outbox, '-', '+')) {
       const message = JSON.parse(fields[fields.indexOf('message') + 1]!) as Record<string, unknown>

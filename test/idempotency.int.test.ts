@@ -4,7 +4,7 @@ import inject, { type Response } from 'light-my-request'
 import { Redis } from 'ioredis'
 import pino from 'pino'
 import { keys } from '../src/platform/keys'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
 import { ViewStore } from '../src/projections/view-store'
 import { createApp } from '../src/reception/app'
 import { randomOrderKey } from '../src/reception/orders'
@@ -19,7 +19,7 @@ describe('POST /orders with an Idempotency-Key', () => {
   const ns = keys(namespace)
   const appWith = (idempotencyTtlSeconds: number) =>
     createApp({
-      store: new EventStore(redis, ns),
+      store: orderEventStore(redis, ns),
       views: new ViewStore(redis, ns),
       now: () => new Date(),
       newOrderKey: randomOrderKey,

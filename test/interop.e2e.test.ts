@@ -6,7 +6,7 @@ import { Command, Event, type MessageAttributes } from '@node-ts/bus-messages'
 import { RabbitMqTransport } from '@node-ts/bus-rabbitmq'
 import amqp from 'amqplib'
 import { FailureHeaders } from '../src/platform/transport'
-import { topology } from '../src/topology'
+import { topology } from '../src/wiring'
 import {
   createVhost,
   dropNamespace,

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import amqp, { type ChannelModel } from 'amqplib'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import { topology } from '../src/topology'
+import { topology } from '../src/wiring'
 import {
   createVhost,
   dropNamespace,

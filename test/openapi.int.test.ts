@@ -12,7 +12,7 @@ import {
   NonNegativeInt,
   type OrderKey,
 } from '../src/messages'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import { ViewStore } from '../src/projections/view-store'
 import { createApp } from '../src/reception/app'
@@ -109,7 +109,7 @@ describe('what the reception answers matches the OpenAPI document', () => {
   const namespace = uniqueNamespace('openapi')
   const redis = new Redis(REDIS_URL)
   const ns = keys(namespace)
-  const store = new EventStore(redis, ns)
+  const store = orderEventStore(redis, ns)
   const base = {
     store,
     views: new ViewStore(redis, ns),
@@ -130,7 +130,7 @@ describe('what the reception answers matches the OpenAPI document', () => {
   down.on('error', () => undefined)
   const downApp = createApp({
     ...base,
-    store: new EventStore(down, ns),
+    store: orderEventStore(down, ns),
     views: new ViewStore(down, ns),
     readiness: () => ({ ready: false, redis: 'down', rabbitmq: 'up' }),
     ...receptionExtras(down, down, namespace),

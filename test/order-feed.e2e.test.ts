@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { BakingStarted, OrderPlaced, timestamp, type OrderKey } from '../src/messages'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore, type OrderEventStore } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import { randomOrderKey } from '../src/reception/orders'
 import { uniqueNamespace, waitFor } from './support'
@@ -64,14 +64,14 @@ describe('update streams at scale', () => {
   const namespace = uniqueNamespace('feed')
   let redisServer: OwnRedis
   let redis: Redis
-  let store: EventStore
+  let store: OrderEventStore
   let reception: LoneReception
   const orders: OrderKey[] = []
 
   before(async () => {
     redisServer = await OwnRedis.start(['--appendonly', 'no'])
     redis = new Redis(redisServer.url)
-    store = new EventStore(redis, keys(namespace))
+    store = orderEventStore(redis, keys(namespace))
     reception = await startLoneReception(namespace, {
       REDIS_URL: redisServer.url,
       SSE_MAX_STREAMS_PER_CLIENT: String(STREAMS),

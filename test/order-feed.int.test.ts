@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import pino from 'pino'
 import { BakingStarted, OrderPlaced, timestamp, type OrderKey } from '../src/messages'
-import { EventStore, type StoredEvent } from '../src/platform/event-store'
+import { orderEventStore, type StoredOrderEvent } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import { OrderFeed } from '../src/reception/order-feed'
 import { randomOrderKey } from '../src/reception/orders'
@@ -11,7 +11,7 @@ import { dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 
 const namespace = uniqueNamespace('order-feed')
 const commands = new Redis(REDIS_URL)
-const store = new EventStore(commands, keys(namespace))
+const store = orderEventStore(commands, keys(namespace))
 /** A started feed with a reader connection of its own. */
 function startFeed(): OrderFeed {
   const feed = new OrderFeed({
@@ -63,7 +63,7 @@ function watcher() {
       return ended
     },
     subscriber: {
-      deliver: (events: readonly StoredEvent[]) => batches.push(events.map((e) => e.version)),
+      deliver: (events: readonly StoredOrderEvent[]) => batches.push(events.map((e) => e.version)),
       end: () => (ended = true),
     },
   }

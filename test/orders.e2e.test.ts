@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import type { OrderKey } from '../src/messages'
 import {
@@ -23,7 +23,7 @@ import {
 describe('an order, end to end across reception, baker and projector', () => {
   const namespace = uniqueNamespace('e2e')
   const redis = new Redis(REDIS_URL)
-  const store = new EventStore(redis, keys(namespace))
+  const store = orderEventStore(redis, keys(namespace))
   const roles: RoleProcess[] = []
   let vhost: Awaited<ReturnType<typeof createVhost>>
   let base = ''

@@ -9,7 +9,7 @@ import { runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
 import { keys } from '../src/platform/keys'
 import { fieldRecord } from '../src/platform/redis'
 import { startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues } from '../src/topology'
+import { bakery, queues } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { toolRunner } from './support/replay'
@@ -73,7 +73,7 @@ describe('outbox entries a relay cannot decode', () => {
     env = { AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }
     redis = new Redis(REDIS_URL)
     relay = await startService({
-      bus: bakeryBus,
+      domain: bakery,
       config: loadConfig({ ...env, RELAY_CLAIM_AFTER_MS: '200' }),
       logger: pino({ level: 'silent' }),
       relay: true,

@@ -8,7 +8,7 @@ import { PlaceOrder, timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { runDeadLetters, type DeadLetter } from '../src/platform/dead-letters'
 import { startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues, topology } from '../src/topology'
+import { bakery, queues, topology } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { captureIo } from './support/replay'
@@ -30,7 +30,7 @@ describe('QUEUE_TYPE=quorum', () => {
       BAKERY_NAMESPACE: namespace,
       ...env,
     })
-    const service = await startService({ config, logger, bus: bakeryBus, relay: false })
+    const service = await startService({ config, logger, domain: bakery, relay: false })
     services.push(service)
     return service
   }

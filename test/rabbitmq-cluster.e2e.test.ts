@@ -2,7 +2,7 @@ import { after, afterEach, before, describe, it, type TestContext } from 'node:t
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { runReplay } from '../src/projections/replay'
-import { queues } from '../src/topology'
+import { queues } from '../src/wiring'
 import { dropNamespace, listeningPort, startRole, uniqueNamespace, waitFor } from './support'
 import {
   countFinished,

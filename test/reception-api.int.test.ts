@@ -5,7 +5,7 @@ import { Redis } from 'ioredis'
 import pino from 'pino'
 import { createApp } from '../src/reception/app'
 import { randomOrderKey } from '../src/reception/orders'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import { ViewStore } from '../src/projections/view-store'
 import { BODY_LIMIT_BYTES } from '../src/reception/json-body'
@@ -14,7 +14,7 @@ import { receptionExtras } from './support/reception'
 
 const namespace = uniqueNamespace('api')
 const redis = new Redis(REDIS_URL)
-const store = new EventStore(redis, keys(namespace))
+const store = orderEventStore(redis, keys(namespace))
 const app = createApp({
   store,
   views: new ViewStore(redis, keys(namespace)),
@@ -82,7 +82,7 @@ describe('reception API', () => {
       orderTime: '2026-11-27T10:00:00.000Z',
       status: 'pending',
     })
-    const [event] = await store.read(orderKey as never)
+    const [event] = await store.read(orderKey)
     assert.deepEqual(Object.keys(event!.event).sort(), [
       '$name',
       '$version',
@@ -209,7 +209,7 @@ describe('reception API', () => {
       retryStrategy: () => null,
     })
     const downApp = createApp({
-      store: new EventStore(down, keys(namespace)),
+      store: orderEventStore(down, keys(namespace)),
       views: new ViewStore(down, keys(namespace)),
       now: () => new Date(),
       newOrderKey: randomOrderKey,

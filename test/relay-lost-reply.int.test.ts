@@ -7,7 +7,7 @@ import { PlaceOrder, type Timestamp } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { keys } from '../src/platform/keys'
 import { startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues } from '../src/topology'
+import { bakery, queues } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { TcpProxy } from './support/tcp-proxy'
@@ -30,7 +30,7 @@ describe('a relay whose read of the outbox lost its reply', () => {
     proxy = await TcpProxy.start(Number(new URL(REDIS_URL).port || 6379))
     redis = new Redis(REDIS_URL)
     relay = await startService({
-      bus: bakeryBus,
+      domain: bakery,
       // Long enough that a takeover of its own entries cannot be what delivers them here.
       config: loadConfig({
         AMQP_URL: vhost.url,

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { MalformedEntry } from '../src/platform/event-store'
+import { MalformedEntry } from '../src/platform/errors'
 import { eventRow, parseBound, parseType } from '../src/projections/events-log'
 import { formatHistory, formatPastState, parsePoint } from '../src/projections/history'
 import { decodeLogEntry } from '../src/projections/log-entries'

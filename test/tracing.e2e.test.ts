@@ -3,8 +3,7 @@ import assert from 'node:assert/strict'
 import { randomBytes, randomUUID } from 'node:crypto'
 import amqp from 'amqplib'
 import { Redis } from 'ioredis'
-import type { OrderKey } from '../src/messages'
-import { EventStore } from '../src/platform/event-store'
+import { orderEventStore } from '../src/wiring'
 import { keys } from '../src/platform/keys'
 import {
   createVhost,
@@ -268,8 +267,8 @@ describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
     // The trace id is in the order's history, on every event.
     const redis = new Redis(REDIS_URL)
     try {
-      const store = new EventStore(redis, keys(bakery().namespace))
-      const history = await store.read(orderKey as OrderKey)
+      const store = orderEventStore(redis, keys(bakery().namespace))
+      const history = await store.read(orderKey)
       assert.equal(history.length, 3)
       for (const entry of history)
         assert.match(entry.trace.traceparent ?? '', new RegExp(`^00-${traceId}-`))

@@ -4,10 +4,10 @@ import amqp from 'amqplib'
 import pino from 'pino'
 import { bake } from '../src/baker/baker'
 import { evolve, initialState } from '../src/baker/order'
-import { PlaceOrder } from '../src/messages'
+import { PlaceOrder, type OrderEvent } from '../src/messages'
 import { loadConfig } from '../src/platform/config'
 import { handlerFor, startService, type Service } from '../src/platform/service'
-import { bakeryBus, queues } from '../src/topology'
+import { bakery, queues } from '../src/wiring'
 import { ViewStore } from '../src/projections/view-store'
 import { placeOrder, randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
@@ -20,12 +20,12 @@ import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from 
 describe('a publish the broker cannot route', () => {
   const namespace = uniqueNamespace('unroutable')
   let vhost: Awaited<ReturnType<typeof createVhost>>
-  let baker: Service
+  let baker: Service<OrderEvent>
 
   before(async () => {
     vhost = await createVhost('unroutable')
     baker = await startService({
-      bus: bakeryBus,
+      domain: bakery,
       config: loadConfig({ AMQP_URL: vhost.url, REDIS_URL, BAKERY_NAMESPACE: namespace }),
       logger: pino({ level: 'silent' }),
       relay: true,

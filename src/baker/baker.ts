@@ -1,11 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { isAnnounced, type OrderKey, type PlaceOrder } from '../messages'
-import {
-  VersionConflict,
-  type EventStore,
-  type OutboxMessage,
-  type StoredEvent,
-} from '../platform/event-store'
+import type { OrderEventStore, StoredOrderEvent } from '../wiring'
+import { VersionConflict } from '../platform/errors'
+import type { OutboxMessage } from '../platform/event-store'
 import { metrics } from '../platform/metrics'
 import { PermanentFailure } from '../platform/errors'
 import { annotate, Attr, messageSentAt } from '../platform/tracing'
@@ -20,7 +17,7 @@ import {
 } from './order'
 
 export interface BakerDeps {
-  readonly store: EventStore
+  readonly store: OrderEventStore
   readonly bakeTimeScale: number
   readonly now: () => Date
   readonly random: () => number
@@ -144,7 +141,7 @@ async function step(
   }
 }
 
-function fold(history: readonly StoredEvent[]): VersionedState {
+function fold(history: readonly StoredOrderEvent[]): VersionedState {
   return {
     state: history.reduce((s, e) => evolve(s, e.event), initialState),
     version: history.length,

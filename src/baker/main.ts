@@ -2,7 +2,7 @@ import { PlaceOrder } from '../messages'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
-import { bakeryBus, queues } from '../topology'
+import { bakery, queues } from '../wiring'
 import { bake } from './baker'
 import { Sweeper } from './sweeper'
 
@@ -10,7 +10,7 @@ export async function runBaker(config: Config, logger: Logger): Promise<void> {
   const service = await startService({
     config,
     logger,
-    bus: bakeryBus,
+    domain: bakery,
     relay: true,
     consume: {
       queue: queues.baker,

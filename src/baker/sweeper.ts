@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { context, propagation, ROOT_CONTEXT } from '@opentelemetry/api'
 import type { ChainableCommander, Redis, Result } from 'ioredis'
 import { OrderBaked, OrderPlaced, PlaceOrder, type OrderEvent, type OrderKey } from '../messages'
-import { VersionConflict, type EventStore } from '../platform/event-store'
+import type { OrderEventStore } from '../wiring'
+import { VersionConflict } from '../platform/errors'
 import type { Logger } from '../platform/logger'
 import { metrics } from '../platform/metrics'
 import { fieldRecord } from '../platform/redis'
@@ -25,7 +26,7 @@ export function commandToResend(history: readonly OrderEvent[]): PlaceOrder | un
 
 export interface SweeperOptions {
   readonly redis: Redis
-  readonly store: EventStore
+  readonly store: OrderEventStore
   readonly logger: Logger
   /** An order unfinished this long after it was placed (or last sent again) is sent again. */
   readonly stuckAfterMs: number

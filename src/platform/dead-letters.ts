@@ -14,7 +14,7 @@ import { listParked, requeueParked, type ParkedEntry } from './outbox-parking'
 import { deadLetterQueue, type QueuePolicy } from './queue-types'
 import { Unroutable } from './errors'
 import { FailureHeaders } from './transport'
-import { topology } from '../topology'
+import { topology } from '../wiring'
 import {
   formatDuration,
   formatTable,

@@ -15,6 +15,37 @@ export class StoreUnavailable extends Error {
   }
 }
 
+/** Another writer appended to the stream first: read, decide again, append. */
+export class VersionConflict extends Error {
+  override readonly name = 'VersionConflict'
+  constructor(
+    readonly orderKey: string,
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(`order ${orderKey} is at version ${actual}, expected ${expected}`)
+  }
+}
+
+/** The outbox holds more than the limit the append was given: the bus is far behind. */
+export class OutboxFull extends Error {
+  override readonly name = 'OutboxFull'
+  constructor(readonly limit: number) {
+    super(`the outbox holds ${limit} entries or more`)
+  }
+}
+
+/** A stream entry that does not decode: reported with its id, never silently used. */
+export class MalformedEntry extends Error {
+  override readonly name = 'MalformedEntry'
+  constructor(
+    readonly streamId: string,
+    reason: string,
+  ) {
+    super(`stream entry ${streamId} is malformed: ${reason}`)
+  }
+}
+
 /** A message that can never be handled: dead-lettered at once, never retried. */
 export class PoisonMessage extends Error {
   override readonly name = 'PoisonMessage'

@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis'
 import type { AnyMessageDefinition, MessageOf } from '../messages'
 import type { Config } from './config'
 import { EventStore } from './event-store'
+import type { EventCodec } from './stored-events'
 import { keys, type Keys } from './keys'
 import { busLoggerFactory, type Logger } from './logger'
 import { metrics, metricsText } from './metrics'
@@ -25,29 +26,36 @@ export const handlerFor = <D extends AnyMessageDefinition>(
   handle: (message: MessageOf<D>, attributes: MessageAttributes) => Promise<void>,
 ): MessageHandler => ({ message, handle: handle as MessageHandler['handle'] })
 
-/** A domain's bus: its queues and messages, and which of a message's fields correlates it. */
-export interface BusWiring {
+/** What the event store holds: a domain event, known by its `$name`. */
+type Event = { readonly $name: string }
+
+/**
+ * What a domain gives the platform: its queues and messages, which of a message's fields
+ * correlates it, and the events its log holds.
+ */
+export interface Domain<E extends Event> {
   readonly topology: Topology
   readonly correlationIdOf: (message: object) => string | undefined
+  readonly events: EventCodec<E>
 }
 
-export interface ServiceOptions {
+export interface ServiceOptions<E extends Event> {
   readonly config: Config
   readonly logger: Logger
-  readonly bus: BusWiring
+  readonly domain: Domain<E>
   /** The queue this role consumes and its handlers; none for a role that only sends. */
   readonly consume?: {
     readonly queue: string
-    readonly handlers: (storage: Storage) => readonly MessageHandler[]
+    readonly handlers: (storage: Storage<E>) => readonly MessageHandler[]
   }
   /** Whether this role relays the outbox to the bus. */
   readonly relay: boolean
 }
 
-export interface Storage {
+export interface Storage<E extends Event = Event> {
   readonly redis: Redis
   readonly keys: Keys
-  readonly store: EventStore
+  readonly store: EventStore<E>
 }
 
 /** Whether a role can serve, and the state of each dependency, as `/readyz` reports it. */
@@ -59,7 +67,7 @@ export interface Readiness {
 }
 
 /** The platform every role stands on: Redis, the event store, the bus and the outbox relay. */
-export interface Service extends Storage {
+export interface Service<E extends Event = Event> extends Storage<E> {
   readonly bus: BusInstance
   readonly transport: RabbitTransport
   /**
@@ -71,13 +79,13 @@ export interface Service extends Storage {
   readonly stop: () => Promise<void>
 }
 
-export async function startService({
+export async function startService<E extends Event>({
   config,
   logger,
-  bus: { topology, correlationIdOf },
+  domain: { topology, correlationIdOf, events },
   consume,
   relay,
-}: ServiceOptions): Promise<Service> {
+}: ServiceOptions<E>): Promise<Service<E>> {
   const namespace = keys(config.BAKERY_NAMESPACE)
   // Consumers hold commands while Redis is away (the message waits); the reception fails fast.
   // Its commands answer requests: a stalled Redis must not hold them, so they time out.
@@ -86,7 +94,7 @@ export async function startService({
     name: 'commands',
     ...(consume ? {} : { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }),
   })
-  const store = new EventStore(redis, namespace)
+  const store = new EventStore(redis, namespace, events)
   const transport = new RabbitTransport({
     brokers: config.AMQP_URL,
     queues: { type: config.QUEUE_TYPE, deliveryLimit: config.QUEUE_DELIVERY_LIMIT },

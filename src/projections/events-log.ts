@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import { OrderKey, orderEvents } from '../messages'
-import { MalformedEntry } from '../platform/event-store'
+import { MalformedEntry } from '../platform/errors'
 import type { Keys } from '../platform/keys'
 import { compareStreamIds } from '../platform/redis'
 import { decodeLogEntry, lastLogId, readLog, type LogEntry, type LogEvent } from './log-entries'

@@ -1,5 +1,5 @@
 import { OrderKey } from '../messages'
-import { EventStore } from '../platform/event-store'
+import { orderEventStore } from '../wiring'
 import { describeEvent, readHistory, stateAt, type OrderHistory, type Point } from './order-history'
 import {
   formatDuration,
@@ -110,7 +110,7 @@ export async function runHistory(
       )
     const point = values.at === undefined ? undefined : parsePoint(values.at, Date.now())
 
-    const history = await readHistory(new EventStore(redis, keys), key.right)
+    const history = await readHistory(orderEventStore(redis, keys), key.right)
     for (const skipped of history.skipped)
       io.stderr.write(`skipped ${skipped.streamId}: ${skipped.reason}\n`)
     if (history.entries.length === 0) {

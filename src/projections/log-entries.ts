@@ -1,11 +1,12 @@
 import type { Redis } from 'ioredis'
 import { orderEvents } from '../messages'
-import { decodeEntry, MalformedEntry, type StoredEvent } from '../platform/event-store'
+import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
+import { MalformedEntry } from '../platform/errors'
 import type { Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 
 /** One entry of the global log, decoded; `order` is the order it belongs to. */
-export interface LogEvent extends StoredEvent {
+export interface LogEvent extends StoredOrderEvent {
   readonly order: string
 }
 
@@ -25,9 +26,9 @@ export function decodeLogEntry(id: string, fields: readonly string[], order?: st
     return new MalformedEntry(id, `unknown event type ${JSON.stringify(type)}`)
   const logOrder = order ?? record.order
   if (logOrder === undefined) return new MalformedEntry(id, 'it names no order')
-  let stored: StoredEvent
+  let stored: StoredOrderEvent
   try {
-    stored = decodeEntry(id, fields)
+    stored = decodeOrderEntry(id, fields)
   } catch (error) {
     if (error instanceof MalformedEntry) return error
     throw error

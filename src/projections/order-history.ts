@@ -1,5 +1,6 @@
 import { assertNever, type OrderEvent, type OrderKey } from '../messages'
-import { MalformedEntry, type EventStore } from '../platform/event-store'
+import type { OrderEventStore } from '../wiring'
+import { MalformedEntry } from '../platform/errors'
 import { decodeLogEntry, type LogEntry } from './log-entries'
 import { foldView, type OrderView } from './order-view'
 import { traceIdOf } from '../platform/tool'
@@ -54,7 +55,10 @@ export function toHistory(orderKey: string, decoded: readonly LogEntry[]): Order
 }
 
 /** The order's history read from its stream; entries that do not decode are listed as skipped. */
-export async function readHistory(store: EventStore, orderKey: OrderKey): Promise<OrderHistory> {
+export async function readHistory(
+  store: OrderEventStore,
+  orderKey: OrderKey,
+): Promise<OrderHistory> {
   const raw = await store.entries(orderKey)
   return toHistory(
     orderKey,

@@ -1,6 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis'
 import type { OrderKey } from '../messages'
-import { MalformedEntry, type EventStore } from '../platform/event-store'
+import type { OrderEventStore } from '../wiring'
+import { MalformedEntry } from '../platform/errors'
 import type { Keys } from '../platform/keys'
 import { decodeLogEntry, lastLogId, readLog, type LogEvent } from './log-entries'
 import { evolveView, foldView, type VersionedView } from './order-view'
@@ -111,7 +112,7 @@ export async function rebuildViews(
 
 /** An order's own stream, without the entries that do not decode. */
 export async function orderStreamEvents(
-  store: EventStore,
+  store: OrderEventStore,
   orderKey: OrderKey,
 ): Promise<LogEvent[]> {
   const raw = await store.entries(orderKey)
@@ -122,7 +123,7 @@ export async function orderStreamEvents(
 
 /** An order's view folded from its own stream, ignoring entries that do not decode. */
 export async function foldOrderStream(
-  store: EventStore,
+  store: OrderEventStore,
   orderKey: OrderKey,
 ): Promise<VersionedView | undefined> {
   return foldView(await orderStreamEvents(store, orderKey))
@@ -151,7 +152,7 @@ export interface ReplayResult extends RebuildResult {
 export async function replayReadModel(
   redis: Redis,
   keys: Keys,
-  store: EventStore,
+  store: OrderEventStore,
   views: ViewStore,
   options: RebuildOptions & {
     /** How long the lock outlives a replay that stopped renewing it (default 30 s). */

@@ -1,4 +1,5 @@
-import { EventStore, type MalformedEntry } from '../platform/event-store'
+import { orderEventStore } from '../wiring'
+import type { MalformedEntry } from '../platform/errors'
 import { replayReadModel, type RebuildOptions } from './rebuild'
 import { formatDifference, verifyReadModel } from './verify'
 import {
@@ -93,7 +94,7 @@ export async function runReplay(
     if (positionals.length > 0)
       throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
     const batchSize = positiveInt('batch', values.batch, 2000)
-    const store = new EventStore(redis, keys)
+    const store = orderEventStore(redis, keys)
     const views = new ViewStore(redis, keys)
     const total = await redis.xlen(keys.events)
     const label = values.verify ? 'verify' : 'replay'

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { OrderKey } from '../messages'
-import type { EventStore } from '../platform/event-store'
+import type { OrderEventStore } from '../wiring'
 import type { Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { forEachScan, generationPattern, liveGeneration, unlinkMatching } from './generations'
@@ -78,7 +78,7 @@ export interface VerifyResult extends RebuildResult {
 export async function verifyReadModel(
   redis: Redis,
   keys: Keys,
-  store: EventStore,
+  store: OrderEventStore,
   views: ViewStore,
   options: RebuildOptions & { readonly onDifference: (difference: ViewDifference) => void },
 ): Promise<VerifyResult> {

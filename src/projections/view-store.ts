@@ -1,7 +1,7 @@
 import { isLeft } from 'fp-ts/lib/Either'
 import type { Redis, Result } from 'ioredis'
 import type { OrderKey } from '../messages'
-import { decodeEntry, type StoredEvent } from '../platform/event-store'
+import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
 import { liveViewKeyLua, type Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { OrderView, type VersionedView } from './order-view'
@@ -67,10 +67,10 @@ declare module 'ioredis' {
 export interface ViewWithTail {
   readonly stored: VersionedView | undefined
   /** The order's events after the stored view, oldest first. */
-  readonly behind: readonly StoredEvent[]
+  readonly behind: readonly StoredOrderEvent[]
 }
 
-const toStoredEvent = ([id, fields]: [string, string[]]) => decodeEntry(id, fields)
+const toStoredEvent = ([id, fields]: [string, string[]]) => decodeOrderEntry(id, fields)
 
 /** The read model: one Redis hash per order, in the live generation. */
 export class ViewStore {

@@ -5,7 +5,7 @@ import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { connectRedis } from '../platform/redis'
 import { exitOnSignal, startService } from '../platform/service'
-import { bakeryBus } from '../topology'
+import { bakery } from '../wiring'
 import { ViewStore } from '../projections/view-store'
 import { createApp } from './app'
 import { answerClientError } from './client-error'
@@ -13,7 +13,7 @@ import { OrderFeed } from './order-feed'
 import { randomOrderKey } from './orders'
 
 export async function runReception(config: Config, logger: Logger): Promise<void> {
-  const service = await startService({ config, logger, bus: bakeryBus, relay: true })
+  const service = await startService({ config, logger, domain: bakery, relay: true })
   // One blocking connection serves every update stream of this reception (see order-feed.ts).
   const feed = new OrderFeed({
     reader: connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'order-updates' }),

@@ -1,14 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
 import type { OrderKey } from '../messages'
-import { decodeEntry, type EventStore, type StoredEvent } from '../platform/event-store'
+import { decodeOrderEntry, type OrderEventStore, type StoredOrderEvent } from '../wiring'
 import type { Logger } from '../platform/logger'
 import { delayAfter, reconnecting } from '../platform/backoff'
 
 /** Someone waiting for an order's next events. */
 export interface Subscriber {
   /** New events of the order, oldest first, each delivered once and with no gap. */
-  readonly deliver: (events: readonly StoredEvent[]) => void
+  readonly deliver: (events: readonly StoredOrderEvent[]) => void
   /** No more events will come: the feed is stopping, or it could not catch the order up. */
   readonly end: () => void
 }
@@ -17,7 +17,7 @@ export interface OrderFeedOptions {
   /** A connection of its own: the feed blocks on it. */
   readonly reader: Redis
   /** Reads an order's stream when a subscriber must catch up. */
-  readonly store: EventStore
+  readonly store: OrderEventStore
   readonly logger: Logger
   /** How long one XREAD blocks; it is re-issued at once, so this bounds nothing a client sees. */
   readonly blockMs?: number
@@ -110,8 +110,8 @@ export class OrderFeed {
   }
 
   /** Delivers what is new to the watch, in order; a gap means something was missed: read again. */
-  private offer(watch: Watch, events: readonly StoredEvent[]): void {
-    const fresh: StoredEvent[] = []
+  private offer(watch: Watch, events: readonly StoredOrderEvent[]): void {
+    const fresh: StoredOrderEvent[] = []
     for (const event of events) {
       if (event.version <= watch.version) continue
       if (event.version > watch.version + 1) {
@@ -184,9 +184,9 @@ export class OrderFeed {
       this.cursor = id
       const watches = this.watches.get(orderOf(fields) as OrderKey)
       if (!watches) continue
-      let event: StoredEvent
+      let event: StoredOrderEvent
       try {
-        event = decodeEntry(id, fields)
+        event = decodeOrderEntry(id, fields)
       } catch (error) {
         this.log.error({ err: error, id }, 'skipping a global log entry that does not decode')
         continue

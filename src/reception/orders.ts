@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import * as t from 'io-ts'
 import { isLeft } from 'fp-ts/lib/Either'
 import { Name, OrderKey, OrderPlaced, PlaceOrder, timestamp } from '../messages'
-import type { EventStore, OutboxMessage } from '../platform/event-store'
+import type { OrderEventStore } from '../wiring'
+import type { OutboxMessage } from '../platform/event-store'
 import { evolveView, foldView, type OrderView } from '../projections/order-view'
 import type { ViewStore } from '../projections/view-store'
 
@@ -11,7 +12,7 @@ export const OrderRequest = t.exact(t.type({ customer: Name, pastry: Name }))
 export type OrderRequest = t.TypeOf<typeof OrderRequest>
 
 export interface OrdersDeps {
-  readonly store: EventStore
+  readonly store: OrderEventStore
   readonly views: ViewStore
   readonly now: () => Date
   readonly newOrderKey: () => OrderKey

@@ -1,14 +1,14 @@
 import { PassThrough } from 'node:stream'
 import type { Context } from 'koa'
 import type { OrderKey } from '../messages'
-import type { EventStore, StoredEvent } from '../platform/event-store'
+import type { OrderEventStore, StoredOrderEvent } from '../wiring'
 import { metrics } from '../platform/metrics'
 import { evolveView, foldView, type VersionedView } from '../projections/order-view'
 import type { OrderFeed } from './order-feed'
 import { problems } from './problem'
 
 export interface UpdatesDeps {
-  readonly store: EventStore
+  readonly store: OrderEventStore
   readonly feed: OrderFeed
   /** Interval of the comment lines that keep an idle stream open through proxies. */
   readonly heartbeatMs: number
@@ -102,7 +102,7 @@ export async function streamUpdates(
     if (!body.writableEnded) body.end()
   }
   const unsubscribe = deps.feed.subscribe(orderKey, current.version, {
-    deliver: (events: readonly StoredEvent[]) => {
+    deliver: (events: readonly StoredOrderEvent[]) => {
       for (const { event, version } of events) {
         if (!current || version <= current.version) continue
         const view = evolveView(current.view, event)

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import { decodeEntry } from '../../src/platform/event-store'
+import { decodeOrderEntry } from '../../src/wiring'
 import { keys } from '../../src/platform/keys'
 import { RELAY_GROUP } from '../../src/platform/outbox-relay'
 import { foldView } from '../../src/projections/order-view'
@@ -86,7 +86,7 @@ export async function orderProblems(
         return
       }
       const history = (entries as [string, string[]][]).map(([id, fields]) =>
-        decodeEntry(id, fields),
+        decodeOrderEntry(id, fields),
       )
       const life = history.map((e) => `${e.version}:${e.event.$name}`).join(' ')
       const expected = LIFE.map((name, v) => `${v + 1}:${name}`).join(' ')

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis'
 import pino from 'pino'
 import { loadConfig } from '../../src/platform/config'
-import { EventStore } from '../../src/platform/event-store'
+import { orderEventStore } from '../../src/wiring'
 import { keys } from '../../src/platform/keys'
 import type { AppDeps } from '../../src/reception/app'
 import { OrderFeed } from '../../src/reception/order-feed'
@@ -21,7 +21,7 @@ export function receptionExtras(
   return {
     feed: new OrderFeed({
       reader,
-      store: new EventStore(commands, keys(namespace)),
+      store: orderEventStore(commands, keys(namespace)),
       logger: pino({ level: 'silent' }),
     }),
     settings: {

@@ -9,7 +9,7 @@ import {
   type OrderKey,
   type Timestamp,
 } from '../../src/messages'
-import { EventStore } from '../../src/platform/event-store'
+import { orderEventStore } from '../../src/wiring'
 import { keys, type Keys } from '../../src/platform/keys'
 import { projectOrder } from '../../src/projections/projector'
 import type { ToolIo } from '../../src/platform/tool'
@@ -21,7 +21,7 @@ import { dropNamespace, REDIS_URL, uniqueNamespace } from '.'
 export function bakery(namespace: string, now?: () => Date) {
   const redis = new Redis(REDIS_URL)
   const k: Keys = keys(namespace)
-  const store = new EventStore(redis, k, now)
+  const store = orderEventStore(redis, k, now)
   const views = new ViewStore(redis, k)
   return { redis, keys: k, store, views, close: () => redis.disconnect() }
 }
