@@ -44,7 +44,7 @@ const tools: Record<string, Tool> = {
   },
   'dead-letters': {
     summary: 'dead letters with their reason, message, queue and age; requeue sends them back',
-    run: async () => (await import('./platform/dead-letters.js')).runDeadLetters,
+    run: async () => (await import('./tools/dead-letters.js')).runDeadLetters,
   },
 }
 
