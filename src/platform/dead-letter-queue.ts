@@ -1,14 +1,6 @@
-import {
-  type ChannelModel,
-  type ConfirmChannel,
-  type GetMessage,
-  type Message,
-  type Options,
-} from 'amqplib'
-import { randomUUID } from 'node:crypto'
-import { Unroutable } from './errors'
+import type { ChannelModel, ConfirmChannel, GetMessage } from 'amqplib'
 import { deadLetterQueue, type QueuePolicy } from './queue-types'
-import { FailureHeaders, type Topology } from './transport'
+import { ConfirmedPublisher, FailureHeaders, type Topology } from './transport'
 
 /*
  * The dead-letter queue as a tool sees it: what is in it and why, and sending letters back to the
@@ -202,11 +194,8 @@ function withoutFailure(headers: Record<string, unknown>): Record<string, unknow
  * letter is not acknowledged, rather than being confirmed and dropped.
  */
 function confirmedPublisher(channel: ConfirmChannel) {
-  const returned = new Set<string>()
-  channel.on('return', (message: Message) => {
-    const { messageId } = message.properties as { messageId?: unknown }
-    if (typeof messageId === 'string') returned.add(messageId)
-  })
+  const publisher = new ConfirmedPublisher({ unroutable: async () => {}, failed: () => {} })
+  publisher.attach(channel)
   /** A copy of the message, its headers passed through `headers`. */
   return (
     queue: string,
@@ -214,25 +203,14 @@ function confirmedPublisher(channel: ConfirmChannel) {
     headers: (headers: Record<string, unknown>) => Record<string, unknown>,
   ): Promise<void> => {
     const p = message.properties
-    // A copy that comes back is known by its id: one without gets one.
-    const messageId = typeof p.messageId === 'string' ? p.messageId : randomUUID()
-    const options: Options.Publish = {
-      messageId,
+    return publisher.publish('', queue, message.content, {
+      messageId: p.messageId as string | undefined,
       correlationId: p.correlationId as string | undefined,
       type: p.type as string | undefined,
       timestamp: p.timestamp as number | undefined,
       appId: p.appId as string | undefined,
       contentType: p.contentType as string | undefined,
       headers: headers({ ...(p.headers ?? {}) }),
-      persistent: true,
-      mandatory: true,
-    }
-    return new Promise((resolve, reject) => {
-      channel.publish('', queue, message.content, options, (error) => {
-        if (error) reject(error instanceof Error ? error : new Error(String(error)))
-        else if (returned.delete(messageId)) reject(new Unroutable('', queue))
-        else resolve()
-      })
     })
   }
 }

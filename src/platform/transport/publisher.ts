@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import type { ConfirmChannel, Message, Options } from 'amqplib'
 import { BrokerUnavailable, Unroutable } from '../errors'
-import type { Logger } from '../logger'
 
 export interface PublisherEvents {
-  /** A publish came back unroutable: declare the topology again on `channel`. */
-  readonly unroutable: (channel: ConfirmChannel) => Promise<void>
+  /**
+   * A publish came back unroutable (its own publish fails with Unroutable either way): declare
+   * the topology again on `channel`, say. Not called again while the last call is pending.
+   */
+  readonly unroutable: (channel: ConfirmChannel, message: Message) => Promise<void>
   /** The channel failed or the broker refused a publish on it: start afresh. */
   readonly failed: (error?: unknown) => void
 }
@@ -20,10 +22,7 @@ export class ConfirmedPublisher {
   private readonly returned = new Set<string>()
   private redeclaring: Promise<void> | undefined
 
-  constructor(
-    private readonly log: Logger,
-    private readonly events: PublisherEvents,
-  ) {}
+  constructor(private readonly events: PublisherEvents) {}
 
   /** Publishes on `channel` from now on, until `detach`. */
   attach(channel: ConfirmChannel): void {
@@ -81,17 +80,13 @@ export class ConfirmedPublisher {
     })
   }
 
-  /** A returned publish: someone deleted a queue or a binding, so the topology is declared again. */
+  /** A returned publish: someone deleted a queue or a binding. */
   private onReturn(channel: ConfirmChannel, message: Message): void {
     const { messageId } = message.properties as { messageId?: unknown }
     if (typeof messageId === 'string') this.returned.add(messageId)
     if (this.redeclaring) return
-    this.log.warn(
-      { exchange: message.fields.exchange, routingKey: message.fields.routingKey },
-      'RabbitMQ could not route a message; declaring the topology again',
-    )
     this.redeclaring = this.events
-      .unroutable(channel)
+      .unroutable(channel, message)
       .catch((error: unknown) => this.events.failed(error))
       .finally(() => (this.redeclaring = undefined))
   }

@@ -67,8 +67,14 @@ export class RabbitTransport implements Transport<ConsumeMessage>, Receiver<Cons
       throw new Error(`queue ${options.consume.queue} is not in the topology`)
     this.accepted = new Map((queue?.messages ?? []).map((m) => [m.$name, m]))
     const drop = (error?: unknown) => this.connection.drop(error)
-    this.publisher = new ConfirmedPublisher(this.log, {
-      unroutable: (channel) => this.declare(channel),
+    this.publisher = new ConfirmedPublisher({
+      unroutable: (channel, message) => {
+        this.log.warn(
+          { exchange: message.fields.exchange, routingKey: message.fields.routingKey },
+          'RabbitMQ could not route a message; declaring the topology again',
+        )
+        return this.declare(channel)
+      },
       failed: drop,
     })
     this.consumer =
