@@ -28,11 +28,9 @@ import ts from 'typescript'
 import { percentile, type LoadPlan, type LoadResult } from './load-worker'
 import { ProcessWatch, sampleProcess } from './procstat'
 import { formatSummary, summarize, type CpuProfile } from './profile'
-import { createVhost, dropNamespace, freePort } from '../test/support'
+import { createVhost, dropNamespace, freePort, REDIS_URL, ROOT, startRole } from '../harness'
 import { roleNodeOptions } from '../src/platform/heap'
-
-const ROOT = join(__dirname, '..')
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+import { keys } from '../src/platform/keys'
 
 const USAGE = `Usage: npm run bench -- [options]
 
@@ -273,6 +271,7 @@ async function startBakery(label: string, o: BakeryOptions): Promise<System> {
     REDIS_URL,
     PORT: String(port),
     HEALTH_PORT: '0',
+    NODE_OPTIONS: roleNodeOptions(),
     BAKE_TIME_SCALE: String(o.bakeTimeScale),
     QUEUE_TYPE: o.queueType,
     LOG_LEVEL: 'info',
@@ -287,28 +286,30 @@ async function startBakery(label: string, o: BakeryOptions): Promise<System> {
       : { OTEL_SDK_DISABLED: 'true' }),
   }
   const profDir = join(ROOT, 'bench', 'profiles')
-  const bin = join(ROOT, 'bin', 'bakery.js')
-  // --cpu-prof is not allowed in NODE_OPTIONS: it goes on the command line.
-  const args = (role: string, name: string) => [
-    ...(o.cpuProf.includes(role)
-      ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${label}-${name}.cpuprofile`]
-      : []),
-    bin,
-    role,
-  ]
-  const ready = /connected to RabbitMQ/
-  const processes: Proc[] = []
-  processes.push(await startProcess('projector', args('projector', 'projector'), env, ready))
-  for (let i = 0; i < o.bakers; i++) {
-    const name = o.bakers === 1 ? 'baker' : `baker${i + 1}`
-    processes.push(await startProcess(name, args('baker', name), env, ready))
+  const start = async (role: string, name = role): Promise<Proc> => {
+    const process_ = await startRole(role, env, {
+      name,
+      // --cpu-prof is not allowed in NODE_OPTIONS: it goes on the command line.
+      nodeArgs: o.cpuProf.includes(role)
+        ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${label}-${name}.cpuprofile`]
+        : [],
+      outputLimit: 64 * 1024,
+      timeoutMs: 30_000,
+    })
+    onCleanup(async () => void (await process_.stop()))
+    const tail = () => process_.output().split('\n').slice(-15).join('\n')
+    return { name, child: process_.child, tail }
   }
-  processes.push(await startProcess('reception', args('reception', 'reception'), env, ready))
+  const processes: Proc[] = [await start('projector')]
+  for (let i = 0; i < o.bakers; i++)
+    processes.push(await start('baker', o.bakers === 1 ? 'baker' : `baker${i + 1}`))
+  processes.push(await start('reception'))
+  const k = keys(namespace)
   return {
     label,
     url: `http://127.0.0.1:${port}`,
     processes,
-    readModelKey: (orderKey) => `{${namespace}}:view:${orderKey}`,
+    readModelKey: (orderKey) => k.view(orderKey),
     times: (orderKeys) => bakeryTimes(namespace, orderKeys),
     ...(sink ? { sink: sink.stats } : {}),
   }
@@ -326,7 +327,7 @@ async function bakeryTimes(
   try {
     let from = '-'
     for (;;) {
-      const entries = await redis.xrange(`{${namespace}}:events`, from, '+', 'COUNT', 10_000)
+      const entries = await redis.xrange(keys(namespace).events, from, '+', 'COUNT', 10_000)
       for (const [, fields] of entries) {
         const record: Record<string, string> = {}
         for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!

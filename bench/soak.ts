@@ -2,17 +2,21 @@
 // vhost, orders driven through the HTTP API as fast as the machine takes them, then the check that
 // every accepted order finished with exactly its three events and the read model is the fold of
 // the streams. Build first (`npm run build`), then:
-//   npx tsx bench/soak.ts [--orders 20000] [--concurrency 64]
+//   npx tsx bench/soak.ts [--orders 20000] [--concurrency 64] [--json]
+// With --json it prints the result as one JSON object (what test/soak.e2e.test.ts reads).
 import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
-import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from '../test/support'
 import {
   countFinished,
+  dropNamespace,
   isolatedBakery,
   orderProblems,
   REDIS_URL,
   rssKb,
-} from '../test/support/faults'
+  startPipeline,
+  waitFor,
+  type RoleProcess,
+} from '../harness'
 
 export interface SoakOptions {
   readonly orders: number
@@ -56,10 +60,7 @@ export async function soak({
     }
   }, 250)
   try {
-    roles.push(
-      ...(await Promise.all(['reception', 'baker', 'projector'].map((r) => startRole(r, env)))),
-    )
-    const base = `http://127.0.0.1:${listeningPort(roles[0]!)}`
+    const base = await startPipeline(env, roles)
     log(
       `soak: ${orders} orders, ${concurrency} in flight, namespace ${namespace}, vhost ${vhost.name}`,
     )
@@ -155,15 +156,16 @@ if (require.main === module) {
     options: {
       orders: { type: 'string', default: '20000' },
       concurrency: { type: 'string', default: '64' },
+      json: { type: 'boolean', default: false },
     },
   })
   soak({
     orders: Number(values.orders),
     concurrency: Number(values.concurrency),
-    log: (line) => console.log(line),
+    log: (line) => (values.json ? console.error(line) : console.log(line)),
   }).then(
     (result) => {
-      console.log(formatSoak(result))
+      console.log(values.json ? JSON.stringify(result) : formatSoak(result))
       if (result.problems.length > 0 || result.accepted !== result.orders) process.exitCode = 1
     },
     (error: unknown) => {

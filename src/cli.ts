@@ -1,6 +1,7 @@
 // The entry point of every Bakery process. It loads nothing instrumented before telemetry starts:
 // each command's module is imported only once OpenTelemetry is in place.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { announceListening, isListening, type Listening } from './platform/announce'
 import { ConfigError, loadConfig, type Config } from './platform/config'
 import { roleNodeOptions } from './platform/heap'
 import { createLogger, type Logger } from './platform/logger'
@@ -107,6 +108,8 @@ async function dev(_args: readonly string[]): Promise<number> {
     return 78
   }
   const children = new Map<Role, ChildProcess>()
+  // Once every role listens, `dev` says so in turn, with the reception's port.
+  const listening = new Map<Role, Listening>()
   let stopping = false
   const stopAll = (signal: NodeJS.Signals) => {
     stopping = true
@@ -115,11 +118,17 @@ async function dev(_args: readonly string[]): Promise<number> {
   const exits = (Object.keys(roles) as Role[]).map((role) => {
     // Each child has its own process group, so a Ctrl-C reaches it once: forwarded from here.
     const child = spawn(process.execPath, [...process.execArgv, __filename, role], {
-      stdio: 'inherit',
+      stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
       detached: true,
       env: { ...process.env, NODE_OPTIONS: roleNodeOptions() },
     })
     children.set(role, child)
+    child.on('message', (message) => {
+      if (!isListening(message)) return
+      listening.set(role, message)
+      if (listening.size === children.size)
+        announceListening('dev', { http: listening.get('reception')?.http })
+    })
     return new Promise<number>((resolve) =>
       child.on('exit', (code, signal) => {
         if (!stopping) {

@@ -42,7 +42,7 @@ describe('bakery dev', () => {
     const namespace = uniqueNamespace('dev')
     // The developer's own flags come after Bakery's, so they win.
     const env = isolatedEnv(vhost.url, namespace, { NODE_OPTIONS: '--stack-trace-limit=20' })
-    const dev = await startRole('dev', env, /reception is attended/)
+    const dev = await startRole('dev', env)
     let roles: number[] = []
     try {
       await waitFor('three roles connected', () =>

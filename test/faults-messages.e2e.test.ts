@@ -16,9 +16,15 @@ import { keys, type Keys } from '../src/platform/keys'
 import { FailureHeaders } from '../src/platform/transport'
 import { queues, topology } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
-import { dropNamespace, startRole, waitFor, type RoleProcess } from './support'
+import {
+  dropNamespace,
+  startRole,
+  waitFor,
+  type RoleProcess,
+  isolatedBakery,
+  REDIS_URL,
+} from './support'
 import { QUEUE_TYPES, type QueueType } from './support'
-import { isolatedBakery, REDIS_URL } from './support/faults'
 
 const RETRY = { RETRY_MAX_ATTEMPTS: '4', RETRY_INITIAL_DELAY_MS: '100', RETRY_MAX_DELAY_MS: '400' }
 

@@ -6,19 +6,16 @@ import { RELAY_GROUP } from '../src/platform/outbox-relay'
 import {
   dropNamespace,
   freePort,
-  listeningPort,
-  postOrder,
   startRole,
   waitFor,
   type RoleProcess,
-} from './support'
-import {
   countFinished,
   isolatedBakery,
   orderProblems,
   placeOrders,
   REDIS_URL,
-} from './support/faults'
+  receptionUrl,
+} from './support'
 
 /**
  * Guarantee 1 against one process dying at the worst moment: kill -9 (no shutdown hook runs),
@@ -27,8 +24,8 @@ import {
 describe('a process killed with SIGKILL', () => {
   const redis = new Redis(REDIS_URL)
   const cleanups: (() => Promise<unknown>)[] = []
-  const started = async (role: string, env: Record<string, string>, line?: RegExp) => {
-    const process_ = await startRole(role, env, line)
+  const started = async (role: string, env: Record<string, string>) => {
+    const process_ = await startRole(role, env)
     cleanups.push(() => process_.stop('SIGKILL'))
     return process_
   }
@@ -59,7 +56,7 @@ describe('a process killed with SIGKILL', () => {
       started('baker', env),
       started('projector', env),
     ])
-    const base = `http://127.0.0.1:${listeningPort(reception)}`
+    const base = receptionUrl(reception)
     const orders = await placeOrders(base, 40)
     const k = keys(namespace)
     const inOven = async () => {
@@ -94,7 +91,7 @@ describe('a process killed with SIGKILL', () => {
       started('baker', env),
       started('projector', env),
     ])
-    const base = `http://127.0.0.1:${listeningPort(reception)}`
+    const base = receptionUrl(reception)
     const k = keys(namespace)
     const first = await placeOrders(base, 100)
     await waitFor(
@@ -135,15 +132,9 @@ describe('a process killed with SIGKILL', () => {
     // This reception cannot reach RabbitMQ, so its relay keeps every outbox entry it read, in
     // hand and unconfirmed: the worst moment to die.
     const unreachable = `amqp://guest:guest@127.0.0.1:${await freePort()}`
-    const reception = await started(
-      'reception',
-      { ...env, AMQP_URL: unreachable },
-      /reception is attended/,
-    )
-    const base = `http://127.0.0.1:${listeningPort(reception)}`
-    // It listens before its Redis connection is up; until then it answers 503, as it should.
-    const first = await waitFor('the reception to accept an order', () => postOrder(base))
-    const orders = [first, ...(await placeOrders(base, 49))]
+    const reception = await started('reception', { ...env, AMQP_URL: unreachable })
+    const base = receptionUrl(reception)
+    const orders = await placeOrders(base, 50)
     // Its relay read what was in the outbox when it first looked and keeps retrying just those.
     const inHand = await waitFor('the reception relay to hold outbox entries', async () => {
       const [pending] = (await redis.xpending(k.outbox, RELAY_GROUP)) as [number]

@@ -5,19 +5,22 @@ import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
 import { queues, topology } from '../src/wiring'
-import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from './support'
 import {
+  dropNamespace,
+  startRole,
+  waitFor,
+  type RoleProcess,
   countFinished,
   driveOrders,
-  healthPort,
   isolatedBakery,
   isReady,
   orderKeysIn,
   orderProblems,
   placeOrders,
   REDIS_URL,
-  whereStuck,
-} from './support/faults'
+  receptionUrl,
+} from './support'
+import { whereStuck } from './support/faults'
 
 const run = promisify(execFile)
 
@@ -56,13 +59,9 @@ describe('RabbitMQ going away', () => {
     )
     for (const role of roles) cleanups.push(() => role.stop())
     const [reception, baker, projector] = roles as [RoleProcess, RoleProcess, RoleProcess]
-    const base = `http://127.0.0.1:${listeningPort(reception)}`
+    const base = receptionUrl(reception)
     // The reception's /readyz is on its API port; the others have a health port of their own.
-    const ports = [
-      listeningPort(reception),
-      healthPort(baker.output()),
-      healthPort(projector.output()),
-    ]
+    const ports = [reception.port!, baker.healthPort, projector.healthPort]
     const readiness = () => Promise.all(ports.map(isReady))
     const allReady = async () => (await readiness()).every((ready) => ready)
     // The reception can serve without the broker (its outbox holds the orders); the consumers cannot.

@@ -3,13 +3,16 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import {
   createVhost,
-  listeningPort,
   startRole,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
+  countFinished,
+  driveOrders,
+  orderKeysIn,
+  orderProblems,
+  receptionUrl,
 } from './support'
-import { countFinished, driveOrders, orderKeysIn, orderProblems } from './support/faults'
 import { OwnRedis } from './support/own-redis'
 
 describe('Redis restarting', () => {
@@ -46,7 +49,7 @@ describe('Redis restarting', () => {
     roles.push(
       ...(await Promise.all(['reception', 'baker', 'projector'].map((r) => startRole(r, env)))),
     )
-    const base = `http://127.0.0.1:${listeningPort(roles[0]!)}`
+    const base = receptionUrl(roles[0]!)
     const load = driveOrders(base, 4)
     let whileDown: Response | undefined
     try {

@@ -6,8 +6,16 @@ import { Redis } from 'ioredis'
 import { Name, OrderKey, PlaceOrder, Timestamp } from '../src/messages'
 import { decodeOrderEntry } from '../src/wiring'
 import { keys } from '../src/platform/keys'
-import { dropNamespace, listeningPort, startRole, waitFor, type RoleProcess } from './support'
-import { isolatedBakery, orderKeysIn, REDIS_URL, rssKb } from './support/faults'
+import {
+  dropNamespace,
+  startRole,
+  waitFor,
+  type RoleProcess,
+  isolatedBakery,
+  orderKeysIn,
+  REDIS_URL,
+  rssKb,
+} from './support'
 
 const RUNS = 3000
 
@@ -198,7 +206,7 @@ describe('hostile requests against a real reception', () => {
   before(async () => {
     bakery = await isolatedBakery('hostile')
     reception = await startRole('reception', bakery.env)
-    port = listeningPort(reception)
+    port = reception.port!
     await waitFor('the reception to accept orders', async () => {
       const r = await send(port, {
         method: 'GET',

@@ -8,13 +8,13 @@ import {
   createVhost,
   dropNamespace,
   isolatedEnv,
-  listeningPort,
   postOrder,
   REDIS_URL,
   startRole,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
+  receptionUrl,
 } from './support'
 
 const ORDERS = 25
@@ -42,7 +42,7 @@ describe('messages on the bus per order', () => {
         startRole('projector', env),
       ])),
     )
-    base = `http://127.0.0.1:${listeningPort(roles[0]!)}`
+    base = receptionUrl(roles[0]!)
     connection = await amqp.connect(vhost.url)
   })
 

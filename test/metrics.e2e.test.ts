@@ -5,24 +5,13 @@ import {
   createVhost,
   isolatedEnv,
   dropNamespace,
-  listeningPort,
   postOrder,
   startRole,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
+  receptionUrl,
 } from './support'
-
-/** The port a baker or projector logged for its health server. */
-function healthPort(role: RoleProcess): number {
-  const line = role
-    .output()
-    .split('\n')
-    .find((l) => l.includes('health endpoints listening'))
-  const match = /"port":(\d+)/.exec(line ?? '')
-  if (!match) throw new Error('no health port logged')
-  return Number(match[1])
-}
 
 /** One sample of a Prometheus text exposition; 0 when the series does not exist yet. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number {
@@ -56,21 +45,13 @@ describe('/metrics on every role', () => {
     const env = isolatedEnv(vhost.url, namespace, { BAKE_TIME_SCALE: '0.1' })
     const started = await Promise.all([
       startRole('reception', env),
-      startRole(
-        'baker',
-        env,
-        /health endpoints listening[\s\S]*connected to RabbitMQ|connected to RabbitMQ[\s\S]*health endpoints listening/,
-      ),
-      startRole(
-        'projector',
-        env,
-        /health endpoints listening[\s\S]*connected to RabbitMQ|connected to RabbitMQ[\s\S]*health endpoints listening/,
-      ),
+      startRole('baker', env),
+      startRole('projector', env),
     ])
     roles.push(...started)
-    reception = `http://127.0.0.1:${listeningPort(started[0])}`
-    baker = `http://127.0.0.1:${healthPort(started[1])}`
-    projector = `http://127.0.0.1:${healthPort(started[2])}`
+    reception = receptionUrl(started[0])
+    baker = `http://127.0.0.1:${started[1].healthPort}`
+    projector = `http://127.0.0.1:${started[2].healthPort}`
   })
 
   after(async () => {

@@ -4,13 +4,13 @@ import { randomOrderKey } from '../src/reception/orders'
 import {
   createVhost,
   dropNamespace,
-  listeningPort,
   postOrder,
   REDIS_URL,
   startRole,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
+  receptionUrl,
 } from './support'
 import { SseClient } from './support/sse'
 
@@ -33,7 +33,7 @@ describe('order updates (Server-Sent Events)', () => {
     roles.delete(role)
     return role.stop()
   }
-  const baseOf = (reception: RoleProcess) => `http://127.0.0.1:${listeningPort(reception)}`
+  const baseOf = (reception: RoleProcess) => receptionUrl(reception)
   const getOrder = async (base: string, key: string) =>
     (await fetch(`${base}/orders/${key}`)).json() as Promise<Record<string, unknown>>
 

@@ -3,15 +3,19 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { runReplay } from '../src/projections/replay'
 import { queues } from '../src/wiring'
-import { dropNamespace, listeningPort, startRole, uniqueNamespace, waitFor } from './support'
 import {
+  dropNamespace,
+  startRole,
+  uniqueNamespace,
+  waitFor,
   countFinished,
   driveOrders,
   orderKeysIn,
   orderProblems,
   REDIS_URL,
-  whereStuck,
-} from './support/faults'
+  receptionUrl,
+} from './support'
+import { whereStuck } from './support/faults'
 import { startRabbitCluster, type RabbitCluster, type RabbitNode } from './support/rabbitmq-cluster'
 import { captureIo } from './support/replay'
 
@@ -58,7 +62,7 @@ describe('quorum queues on a three-node cluster that loses a node', { timeout: 2
       ['reception', 'baker', 'projector'].map((role) => startRole(role, env)),
     )
     for (const role of roles) cleanups.push(() => role.stop())
-    return { vhost, namespace, roles, base: `http://127.0.0.1:${listeningPort(roles[0]!)}` }
+    return { vhost, namespace, roles, base: receptionUrl(roles[0]!) }
   }
 
   const survives = async (t: TestContext, lose: (leader: RabbitNode) => Promise<void>) => {

@@ -6,14 +6,12 @@ import {
   createVhost,
   dropNamespace,
   isolatedEnv,
-  listeningPort,
   postOrder,
   startRole,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
 } from './support'
-import { healthPort } from './support/faults'
 
 const run = promisify(execFile)
 
@@ -57,8 +55,8 @@ describe('readiness during a broker outage', () => {
       startRole('baker', env),
     ])
     roles.push(reception, baker)
-    const receptionPort = listeningPort(reception)
-    const bakerPort = healthPort(baker.output())
+    const receptionPort = reception.port!
+    const bakerPort = baker.healthPort
     await waitFor(
       'both ready',
       async () =>

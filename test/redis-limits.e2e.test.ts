@@ -2,8 +2,14 @@ import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import { dropNamespace, postOrder, REDIS_URL, uniqueNamespace, waitFor } from './support'
-import { orderKeysIn } from './support/faults'
+import {
+  dropNamespace,
+  postOrder,
+  REDIS_URL,
+  uniqueNamespace,
+  waitFor,
+  orderKeysIn,
+} from './support'
 import { startLoneReception, type LoneReception } from './support/lone-reception'
 import { OwnRedis } from './support/own-redis'
 

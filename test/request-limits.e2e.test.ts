@@ -10,8 +10,8 @@ import {
   uniqueNamespace,
   waitFor,
   type RoleProcess,
+  rssKb,
 } from './support'
-import { rssKb } from './support/faults'
 import { startLoneReception } from './support/lone-reception'
 import { TcpProxy } from './support/tcp-proxy'
 

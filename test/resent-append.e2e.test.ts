@@ -2,8 +2,14 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import { dropNamespace, postOrder, REDIS_URL, uniqueNamespace, type RoleProcess } from './support'
-import { orderKeysIn } from './support/faults'
+import {
+  dropNamespace,
+  postOrder,
+  REDIS_URL,
+  uniqueNamespace,
+  type RoleProcess,
+  orderKeysIn,
+} from './support'
 import { startLoneReception } from './support/lone-reception'
 import { TcpProxy } from './support/tcp-proxy'
 

@@ -1,12 +1,25 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { formatSoak, soak } from '../bench/soak'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { ROOT } from './support'
 
-/** The soak of bench/soak.ts, small enough for the suite: the full run's figures are in docs. */
+const run = promisify(execFile)
+
+/**
+ * The soak of bench/soak.ts, run as the script it is, small enough for the suite: the full run's
+ * figures are in the docs.
+ */
 describe('a short soak', () => {
   it('2,000 orders at full speed: every one finished once, the read model is the fold', async () => {
-    const result = await soak({ orders: 2000, concurrency: 32 })
-    console.log(formatSoak(result).replace(/^/gm, '# '))
+    const args = ['--import', 'tsx', 'bench/soak.ts', '--orders', '2000', '--concurrency', '32']
+    const { stdout } = await run(process.execPath, [...args, '--json'], {
+      cwd: ROOT,
+      timeout: 300_000,
+    })
+    const result = JSON.parse(stdout) as { orders: number; accepted: number; problems: string[] }
+    console.log(`# ${JSON.stringify(result)}`)
+    assert.equal(result.orders, 2000)
     assert.equal(result.accepted, 2000)
     assert.deepEqual(result.problems, [])
   })

@@ -39,7 +39,7 @@ describe('starting a role', () => {
         HEALTH_PORT: String(healthPort),
         OTEL_SDK_DISABLED: 'true',
       },
-      /health endpoints listening/,
+      { until: 'listening' },
     )
     try {
       await waitFor(

@@ -2,8 +2,14 @@ import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import type { OrderKey } from '../src/messages'
 import { randomOrderKey } from '../src/reception/orders'
-import { dropNamespace, startRole, waitFor, type RoleProcess } from './support'
-import { healthPort, isolatedBakery, LIFE } from './support/faults'
+import {
+  dropNamespace,
+  startRole,
+  waitFor,
+  type RoleProcess,
+  isolatedBakery,
+  LIFE,
+} from './support'
 import { bakery, lifecycle } from './support/replay'
 
 /** The value of an unlabelled counter in a Prometheus text exposition (0 if absent). */
@@ -55,7 +61,7 @@ describe('orders stuck pending or baking', () => {
 
     const resent = await Promise.all(
       roles.map(async (role) => {
-        const port = healthPort(role.output())
+        const port = role.healthPort
         const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
         return counter(text, 'bakery_orders_resent_total')
       }),

@@ -9,13 +9,13 @@ import {
   createVhost,
   dropNamespace,
   freePort,
-  listeningPort,
   postOrder,
   REDIS_URL,
   startRole,
   uniqueNamespace,
   waitFor,
   type RoleProcess,
+  receptionUrl,
 } from './support'
 import {
   SpanKind,
@@ -71,7 +71,7 @@ async function startBakery(
   const reception = roles.indexOf('reception')
   return {
     roles: started,
-    base: reception >= 0 ? `http://127.0.0.1:${listeningPort(started[reception]!)}` : '',
+    base: reception >= 0 ? receptionUrl(started[reception]!) : '',
     amqpUrl: vhost.url,
     namespace,
     stop: async () => {

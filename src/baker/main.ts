@@ -1,4 +1,5 @@
 import { PlaceOrder } from '../messages'
+import { announceListening } from '../platform/announce'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
@@ -36,6 +37,7 @@ export async function runBaker(config: Config, logger: Logger): Promise<void> {
   sweeper.start()
   const health = await startHealthServer(config.HEALTH_PORT, service.readiness, logger)
   logger.info({ queue: queues.baker, prefetch: config.PREFETCH }, 'baker is at the oven')
+  announceListening('baker', { health: health.port })
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
     await sweeper.stop()
     await service.stop()

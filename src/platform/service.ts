@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http'
+import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Bus, type BusInstance } from '@node-ts/bus-core'
 import type { MessageAttributes } from '@node-ts/bus-messages'
@@ -215,7 +215,7 @@ export async function startHealthServer(
   port: number,
   readiness: () => Readiness,
   logger: Logger,
-): Promise<Server> {
+): Promise<{ readonly port: number; readonly close: () => void }> {
   const server = createServer((req, res) => {
     const path = req.url?.split('?')[0]
     if (path === '/metrics') {
@@ -242,8 +242,9 @@ export async function startHealthServer(
       .end(JSON.stringify(body))
   })
   await new Promise<void>((resolve) => server.listen(port, resolve))
-  logger.info({ port: (server.address() as AddressInfo).port }, 'health endpoints listening')
-  return server
+  const listening = (server.address() as AddressInfo).port
+  logger.info({ port: listening }, 'health endpoints listening')
+  return { port: listening, close: () => server.close() }
 }
 
 /** The status and body of `/readyz`: 503 when the role cannot serve, and each dependency's state. */

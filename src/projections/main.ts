@@ -1,4 +1,5 @@
 import { OrderBaked } from '../messages'
+import { announceListening } from '../platform/announce'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
@@ -22,6 +23,7 @@ export async function runProjector(config: Config, logger: Logger): Promise<void
   })
   const health = await startHealthServer(config.HEALTH_PORT, service.readiness, logger)
   logger.info({ queue: queues.projector, prefetch: config.PREFETCH }, 'projector is folding events')
+  announceListening('projector', { health: health.port })
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
     await service.stop()
     health.close()

@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { announceListening } from '../platform/announce'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
 import { connectRedis } from '../platform/redis'
@@ -56,6 +57,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
   await once(server, 'listening')
   const { port } = server.address() as AddressInfo
   logger.info({ port }, `reception is attended at http://127.0.0.1:${port}/`)
+  announceListening('reception', { http: port })
   exitOnSignal(logger, config.SHUTDOWN_TIMEOUT_MS, async () => {
     // Stop taking requests, let those in hand finish, then stop relaying and disconnect. Update
     // streams end at once: their clients reconnect, with Last-Event-ID, to another replica.

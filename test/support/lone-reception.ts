@@ -1,4 +1,4 @@
-import { freePort, isolatedEnv, listeningPort, startRole, waitFor, type RoleProcess } from '.'
+import { freePort, isolatedEnv, receptionUrl, startRole, type RoleProcess } from '.'
 
 export interface LoneReception {
   readonly role: RoleProcess
@@ -16,13 +16,6 @@ export async function startLoneReception(
   env: Record<string, string> = {},
 ): Promise<LoneReception> {
   const amqp = `amqp://guest:guest@127.0.0.1:${await freePort()}`
-  const role = await startRole(
-    'reception',
-    isolatedEnv(amqp, namespace, env),
-    /reception is attended/,
-  )
-  const port = listeningPort(role)
-  const base = `http://127.0.0.1:${port}`
-  await waitFor('the reception to be ready', async () => (await fetch(`${base}/readyz`)).ok)
-  return { role, port, base }
+  const role = await startRole('reception', isolatedEnv(amqp, namespace, env))
+  return { role, port: role.port!, base: receptionUrl(role) }
 }
