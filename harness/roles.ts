@@ -3,8 +3,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { isListening, type Listening } from '../src/platform/announce'
+import type { readinessResponse } from '../src/platform/service'
 import { ROOT } from './stack'
 import { waitFor } from './wait'
+
+type ReadinessBody = ReturnType<typeof readinessResponse>[1]
 
 export interface RoleProcess {
   readonly name: string
@@ -22,11 +25,12 @@ export interface RoleProcess {
 
 export interface StartOptions {
   /**
-   * When the role counts as started: once it said where it `listening`, or once its `/readyz`
-   * answers 200 too (`ready`: a consumer is connected to Redis and RabbitMQ, the reception to
-   * Redis). Default `ready`.
+   * When the role counts as started: once it said where it is `listening`; once its `/readyz`
+   * answers 200 (`ready`: a consumer is connected to Redis and RabbitMQ, the reception to Redis);
+   * or once `/readyz` also reports RabbitMQ up (`connected`, the default: the reception's relay
+   * publishes at once).
    */
-  readonly until?: 'listening' | 'ready'
+  readonly until?: 'listening' | 'ready' | 'connected'
   readonly timeoutMs?: number
   /** Node flags for the role's command line (`--cpu-prof` is not allowed in NODE_OPTIONS). */
   readonly nodeArgs?: readonly string[]
@@ -40,7 +44,7 @@ export async function startRole(
   role: string,
   env: Record<string, string>,
   {
-    until = 'ready',
+    until = 'connected',
     timeoutMs = 20_000,
     nodeArgs = [],
     name = role,
@@ -78,10 +82,14 @@ export async function startRole(
     })
     const healthPort = ports.http ?? ports.health
     if (healthPort === undefined) throw new Error(`${name} announced no port`)
-    if (until === 'ready')
+    if (until !== 'listening')
       await waitFor(
-        `${name} to be ready (GET /readyz on port ${healthPort})`,
-        async () => (alive(), isReady(healthPort)),
+        `${name} to be ${until} (GET /readyz on port ${healthPort})`,
+        async () => {
+          alive()
+          const readiness = await readinessOf(healthPort)
+          return readiness?.status === 'ready' && (until === 'ready' || readiness.rabbitmq === 'up')
+        },
         { timeoutMs },
       )
     return { name, child, output: () => output, port: ports.http, healthPort, stop, exited }
@@ -91,9 +99,14 @@ export async function startRole(
   }
 }
 
+/** What a role's `/readyz` says, or undefined while it does not answer. */
+async function readinessOf(port: number): Promise<ReadinessBody | undefined> {
+  const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined)
+  return response && ((await response.json()) as ReadinessBody)
+}
+
 /** Whether a role's `/readyz` answers 200. */
-export const isReady = async (port: number) =>
-  (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200
+export const isReady = async (port: number) => (await readinessOf(port))?.status === 'ready'
 
 /** The base URL of a started reception's API. */
 export function receptionUrl(reception: RoleProcess): string {

@@ -9,6 +9,7 @@ import {
   startRole,
   waitFor,
   type RoleProcess,
+  type StartOptions,
   countFinished,
   isolatedBakery,
   orderProblems,
@@ -24,8 +25,12 @@ import {
 describe('a process killed with SIGKILL', () => {
   const redis = new Redis(REDIS_URL)
   const cleanups: (() => Promise<unknown>)[] = []
-  const started = async (role: string, env: Record<string, string>) => {
-    const process_ = await startRole(role, env)
+  const started = async (
+    role: string,
+    env: Record<string, string>,
+    until?: StartOptions['until'],
+  ) => {
+    const process_ = await startRole(role, env, { until })
     cleanups.push(() => process_.stop('SIGKILL'))
     return process_
   }
@@ -132,7 +137,7 @@ describe('a process killed with SIGKILL', () => {
     // This reception cannot reach RabbitMQ, so its relay keeps every outbox entry it read, in
     // hand and unconfirmed: the worst moment to die.
     const unreachable = `amqp://guest:guest@127.0.0.1:${await freePort()}`
-    const reception = await started('reception', { ...env, AMQP_URL: unreachable })
+    const reception = await started('reception', { ...env, AMQP_URL: unreachable }, 'ready')
     const base = receptionUrl(reception)
     const orders = await placeOrders(base, 50)
     // Its relay read what was in the outbox when it first looked and keeps retrying just those.

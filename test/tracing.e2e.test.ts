@@ -245,9 +245,18 @@ describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
     const bake = processCommand.attributes
     assert.equal(bake['bakery.pastry'], 'la bombe')
     assert.equal(typeof bake['bakery.mistake'], 'boolean')
-    assert.ok(Number(bake['bakery.bake_ms']) >= 0)
-    assert.ok(Number(bake['bakery.time_on_queue_ms']) >= 0)
-    assert.ok(Number(bake['bakery.time_to_completion_ms']) >= 0)
+    // Durations in whole or fractional ms; the order was complete only after its bake.
+    const [bakeMs, onQueueMs, toCompletionMs] = [
+      'bakery.bake_ms',
+      'bakery.time_on_queue_ms',
+      'bakery.time_to_completion_ms',
+    ].map((name) => bake[name])
+    for (const ms of [bakeMs, onQueueMs, toCompletionMs])
+      assert.ok(
+        typeof ms === 'number' && Number.isFinite(ms) && ms >= 0,
+        `a duration: ${String(ms)}`,
+      )
+    assert.ok(Number(toCompletionMs) >= Number(bakeMs), 'completion includes the bake')
     assert.equal(bake['bakery.order.status'], 'finished')
     assert.deepEqual(bake['bakery.appended_versions'], [2, 3])
 

@@ -46,13 +46,14 @@ export interface ServiceOptions<E extends Event> {
   /** The queue this role consumes and its handlers; none for a role that only sends. */
   readonly consume?: {
     readonly queue: string
-    readonly handlers: (storage: Storage<E>) => readonly MessageHandler[]
+    readonly handlers: (persistence: Persistence<E>) => readonly MessageHandler[]
   }
   /** Whether this role relays the outbox to the bus. */
   readonly relay: boolean
 }
 
-export interface Storage<E extends Event = Event> {
+/** What a role's handlers read and write with: its Redis connection, its keys, its event store. */
+export interface Persistence<E extends Event = Event> {
   readonly redis: Redis
   readonly keys: Keys
   readonly store: EventStore<E>
@@ -67,7 +68,7 @@ export interface Readiness {
 }
 
 /** The platform every role stands on: Redis, the event store, the bus and the outbox relay. */
-export interface Service<E extends Event = Event> extends Storage<E> {
+export interface Service<E extends Event = Event> extends Persistence<E> {
   readonly bus: BusInstance
   readonly transport: RabbitTransport
   /**
@@ -86,7 +87,7 @@ export async function startService<E extends Event>({
   consume,
   relay,
 }: ServiceOptions<E>): Promise<Service<E>> {
-  const namespace = keys(config.BAKERY_NAMESPACE)
+  const redisKeys = keys(config.BAKERY_NAMESPACE)
   // Consumers hold commands while Redis is away (the message waits); the reception fails fast.
   // Its commands answer requests: a stalled Redis must not hold them, so they time out.
   const redis = connectRedis(config.REDIS_URL, logger, {
@@ -94,7 +95,7 @@ export async function startService<E extends Event>({
     name: 'commands',
     ...(consume ? {} : { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }),
   })
-  const store = new EventStore(redis, namespace, events)
+  const store = new EventStore(redis, redisKeys, events)
   const transport = new RabbitTransport({
     brokers: config.AMQP_URL,
     queues: { type: config.QUEUE_TYPE, deliveryLimit: config.QUEUE_DELIVERY_LIMIT },
@@ -112,7 +113,7 @@ export async function startService<E extends Event>({
     .withConcurrency(config.PREFETCH)
   if (consume) {
     configuration = configuration.withReceiver(transport)
-    for (const { message, handle } of consume.handlers({ redis, keys: namespace, store }))
+    for (const { message, handle } of consume.handlers({ redis, keys: redisKeys, store }))
       configuration = configuration.withHandler({
         messageType: message.Class,
         messageHandler: (received, attributes) => {
@@ -135,8 +136,8 @@ export async function startService<E extends Event>({
     relayRedis &&
     new OutboxRelay({
       redis: relayRedis,
-      outboxKey: namespace.outbox,
-      parkedKey: namespace.parked,
+      outboxKey: redisKeys.outbox,
+      parkedKey: redisKeys.parked,
       bus,
       messages: topology.queues.flatMap((queue) => queue.messages),
       correlationIdOf,
@@ -161,7 +162,7 @@ export async function startService<E extends Event>({
 
   return {
     redis,
-    keys: namespace,
+    keys: redisKeys,
     store,
     bus,
     transport,

@@ -16,6 +16,6 @@ export async function startLoneReception(
   env: Record<string, string> = {},
 ): Promise<LoneReception> {
   const amqp = `amqp://guest:guest@127.0.0.1:${await freePort()}`
-  const role = await startRole('reception', isolatedEnv(amqp, namespace, env))
+  const role = await startRole('reception', isolatedEnv(amqp, namespace, env), { until: 'ready' })
   return { role, port: role.port!, base: receptionUrl(role) }
 }
