@@ -325,24 +325,26 @@ async function bakeryTimes(
   const baked = new Map<string, number>()
   const redis = new Redis(REDIS_URL)
   try {
-    let from = '-'
-    for (;;) {
-      const entries = await redis.xrange(keys(namespace).events, from, '+', 'COUNT', 10_000)
-      for (const [, fields] of entries) {
-        const record: Record<string, string> = {}
-        for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
-        const order = record.order ?? ''
-        if (!wanted.has(order)) continue
-        if (record.type === 'bakery/order-placed') {
-          const event = JSON.parse(record.event ?? '{}') as { orderTime?: string }
-          placed.set(order, Date.parse(event.orderTime ?? ''))
-        } else if (record.type === 'bakery/order-baked') {
-          baked.set(order, Date.parse(record.recordedAt ?? ''))
+    for (const { events } of keys(namespace).partitions) {
+      let from = '-'
+      for (;;) {
+        const entries = await redis.xrange(events, from, '+', 'COUNT', 10_000)
+        for (const [, fields] of entries) {
+          const record: Record<string, string> = {}
+          for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!
+          const order = record.order ?? ''
+          if (!wanted.has(order)) continue
+          if (record.type === 'bakery/order-placed') {
+            const event = JSON.parse(record.event ?? '{}') as { orderTime?: string }
+            placed.set(order, Date.parse(event.orderTime ?? ''))
+          } else if (record.type === 'bakery/order-baked') {
+            baked.set(order, Date.parse(record.recordedAt ?? ''))
+          }
         }
+        const last = entries[entries.length - 1]
+        if (!last || entries.length < 10_000) break
+        from = `(${last[0]}`
       }
-      const last = entries[entries.length - 1]
-      if (!last || entries.length < 10_000) break
-      from = `(${last[0]}`
     }
   } finally {
     redis.disconnect()

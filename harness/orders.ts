@@ -1,39 +1,58 @@
 // Orders through the real HTTP API, and what the log and read model say of them afterwards.
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import type { Redis } from 'ioredis'
 import { decodeOrderEntry } from '../src/wiring'
-import { keys } from '../src/platform/keys'
+import { keys, type Keys } from '../src/platform/keys'
+import type { RedisClient } from '../src/platform/redis'
+import { forEachScan } from '../src/projections/generations'
 import { foldView } from '../src/projections/order-view'
 import { viewHash } from '../src/projections/rebuild'
 
 /** What the fault tests, the hostile-input test and the soak check an order's life against. */
 export const LIFE = ['bakery/order-placed', 'bakery/baking-started', 'bakery/order-baked'] as const
 
-/** Every order key with a stream in the namespace. */
-export async function orderKeysIn(redis: Redis, namespace: string): Promise<string[]> {
-  const prefix = keys(namespace).orderStream('')
+/** A store: a one-partition namespace by its name, or the keys of any. */
+export type Store = string | Keys
+
+const keysOf = (store: Store) => (typeof store === 'string' ? keys(store) : store)
+
+/**
+ * `orders` grouped by partition, at most `size` at a time: one pipeline may only name keys of one
+ * slot on a Redis Cluster.
+ */
+function* slices(k: Keys, orders: readonly string[], size: number) {
+  const byPartition = new Map<number, string[]>()
+  for (const order of orders) {
+    const index = k.of(order).index
+    byPartition.set(index, [...(byPartition.get(index) ?? []), order])
+  }
+  for (const group of byPartition.values())
+    for (let i = 0; i < group.length; i += size) yield group.slice(i, i + size)
+}
+
+/** Every order key with a stream in the store. */
+export async function orderKeysIn(redis: RedisClient, store: Store): Promise<string[]> {
   const found = new Set<string>()
-  let cursor = '0'
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    cursor = next
-    for (const key of batch) found.add(key.slice(prefix.length))
-  } while (cursor !== '0')
+  for (const partition of keysOf(store).partitions) {
+    const prefix = partition.orderStream('')
+    await forEachScan(redis, `${prefix}*`, async (batch) => {
+      for (const key of batch) found.add(key.slice(prefix.length))
+    })
+  }
   return [...found]
 }
 
 /** How many of `orders` have all three events (pipelined, so it is cheap for thousands). */
 export async function countFinished(
-  redis: Redis,
-  namespace: string,
+  redis: RedisClient,
+  store: Store,
   orders: readonly string[],
 ): Promise<number> {
-  const k = keys(namespace)
+  const k = keysOf(store)
   let finished = 0
-  for (let i = 0; i < orders.length; i += 1000) {
+  for (const slice of slices(k, orders, 1000)) {
     const pipeline = redis.pipeline()
-    for (const order of orders.slice(i, i + 1000)) pipeline.xlen(k.orderStream(order))
+    for (const order of slice) pipeline.xlen(k.orderStream(order))
     const replies = (await pipeline.exec()) ?? []
     for (const [error, length] of replies) if (!error && Number(length) >= LIFE.length) finished++
   }
@@ -43,18 +62,17 @@ export async function countFinished(
 /**
  * What is wrong with `orders` (an empty list when nothing is): each must hold exactly placed,
  * started, baked at versions 1, 2, 3 (a duplicated or missing event is a problem), its read-model
- * hash must equal the fold of its stream, and the global log must hold exactly their events.
+ * hash must equal the fold of its stream, and the global logs must hold exactly their events.
  */
 export async function orderProblems(
-  redis: Redis,
-  namespace: string,
+  redis: RedisClient,
+  store: Store,
   orders: readonly string[],
   { expectedGlobal = orders.length * LIFE.length }: { expectedGlobal?: number } = {},
 ): Promise<string[]> {
-  const k = keys(namespace)
+  const k = keysOf(store)
   const problems: string[] = []
-  for (let i = 0; i < orders.length; i += 500) {
-    const slice = orders.slice(i, i + 500)
+  for (const slice of slices(k, orders, 500)) {
     const pipeline = redis.pipeline()
     for (const order of slice) {
       pipeline.xrange(k.orderStream(order), '-', '+')
@@ -83,9 +101,10 @@ export async function orderProblems(
         )
     })
   }
-  const global = await redis.xlen(k.events)
+  const lengths = await Promise.all(k.partitions.map((partition) => redis.xlen(partition.events)))
+  const global = lengths.reduce((sum, length) => sum + length, 0)
   if (global !== expectedGlobal)
-    problems.push(`the global log holds ${global} events, expected ${expectedGlobal}`)
+    problems.push(`the global logs hold ${global} events, expected ${expectedGlobal}`)
   return problems
 }
 

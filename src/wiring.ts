@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './platform/redis'
 import { OrderBaked, OrderEvent, PlaceOrder, type BusMessage } from './messages'
 import { EventStore } from './platform/event-store'
 import type { Keys } from './platform/keys'
@@ -38,7 +38,7 @@ export const bakery: Domain<OrderEvent> = {
 export type OrderEventStore = EventStore<OrderEvent>
 export type StoredOrderEvent = StoredEvent<OrderEvent>
 
-export function orderEventStore(redis: Redis, keys: Keys, now?: () => Date): OrderEventStore {
+export function orderEventStore(redis: RedisClient, keys: Keys, now?: () => Date): OrderEventStore {
   return new EventStore(redis, keys, OrderEvent, now)
 }
 

@@ -218,7 +218,7 @@ const theBus = (queueType: QueueType) => () => {
       }
       const first = await placeOrder(deps, { customer: 'homer', pastry: 'donut' })
       await waitFor('the first command', () => received.includes(first))
-      await redis.del(service.keys.outbox)
+      await redis.del(service.keys.partitions[0]!.outbox)
       const second = await placeOrder(deps, { customer: 'marge', pastry: 'eclair' })
       await waitFor('the command placed after the outbox was deleted', () =>
         received.includes(second),

@@ -35,7 +35,7 @@ describe('event store', () => {
 
   it('appends to the order stream, the global log, the outbox and the view in one step', async () => {
     const orderKey = randomOrderKey()
-    const outboxBefore = await redis.xlen(keys(namespace).outbox)
+    const outboxBefore = await redis.xlen(keys(namespace).partitions[0]!.outbox)
     const version = await store.append(
       orderKey,
       0,
@@ -52,15 +52,15 @@ describe('event store', () => {
     const [entry] = await store.read(orderKey)
     assert.deepEqual(entry?.event, placed(orderKey))
     assert.equal(entry?.version, 1)
-    const global = await redis.xrange(keys(namespace).events, '-', '+')
+    const global = await redis.xrange(keys(namespace).partitions[0]!.events, '-', '+')
     assert.ok(global.some(([, fields]) => fields.includes(orderKey)))
-    assert.equal(await redis.xlen(keys(namespace).outbox), outboxBefore + 1)
+    assert.equal(await redis.xlen(keys(namespace).partitions[0]!.outbox), outboxBefore + 1)
   })
 
   it('lets exactly one of two concurrent appends at the same version win', async () => {
     const orderKey = randomOrderKey()
     await store.append(orderKey, 0, [placed(orderKey)], [])
-    const outboxBefore = await redis.xlen(keys(namespace).outbox)
+    const outboxBefore = await redis.xlen(keys(namespace).partitions[0]!.outbox)
     const results = await Promise.allSettled([
       store.append(
         orderKey,
@@ -87,7 +87,11 @@ describe('event store', () => {
       2,
       'the loser wrote nothing to the order stream',
     )
-    assert.equal(await redis.xlen(keys(namespace).outbox), outboxBefore + 1, 'nor to the outbox')
+    assert.equal(
+      await redis.xlen(keys(namespace).partitions[0]!.outbox),
+      outboxBefore + 1,
+      'nor to the outbox',
+    )
     assert.equal(
       await redis.hget(keys(namespace).view(orderKey), 'version'),
       '2',

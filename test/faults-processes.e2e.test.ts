@@ -142,10 +142,10 @@ describe('a process killed with SIGKILL', () => {
     const orders = await placeOrders(base, 50)
     // Its relay read what was in the outbox when it first looked and keeps retrying just those.
     const inHand = await waitFor('the reception relay to hold outbox entries', async () => {
-      const [pending] = (await redis.xpending(k.outbox, RELAY_GROUP)) as [number]
+      const [pending] = (await redis.xpending(k.partitions[0]!.outbox, RELAY_GROUP)) as [number]
       return pending > 0 && pending
     })
-    assert.equal(await redis.xlen(k.outbox), 50, 'one PlaceOrder per order')
+    assert.equal(await redis.xlen(k.partitions[0]!.outbox), 50, 'one PlaceOrder per order')
     await kill(reception)
 
     const [baker] = await Promise.all([started('baker', env), started('projector', env)])
@@ -159,7 +159,10 @@ describe('a process killed with SIGKILL', () => {
       if (problems.length > 0) throw new Error(problems.slice(0, 3).join('\n'))
       return true
     })
-    await waitFor('the outbox to be empty', async () => (await redis.xlen(k.outbox)) === 0)
+    await waitFor(
+      'the outbox to be empty',
+      async () => (await redis.xlen(k.partitions[0]!.outbox)) === 0,
+    )
     assert.match(baker.output(), /took over entries of a relay that stopped/, `${inHand} in hand`)
   })
 })

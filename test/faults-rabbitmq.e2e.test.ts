@@ -153,12 +153,19 @@ describe('RabbitMQ going away', () => {
         assert.equal(response.status, 200)
         assert.equal(((await response.json()) as { status: string }).status, 'pending')
       }
-      assert.equal(await redis.xlen(k.outbox), 50, 'one PlaceOrder per order, waiting')
+      assert.equal(
+        await redis.xlen(k.partitions[0]!.outbox),
+        50,
+        'one PlaceOrder per order, waiting',
+      )
       assert.equal(await countFinished(redis, namespace, orders), 0)
       return orders
     })
     await waitFor('every role to be ready again', allReady, { timeoutMs: 60_000, intervalMs: 250 })
     await everyOrderFinishes(b, accepted)
-    await waitFor('the outbox to be empty', async () => (await redis.xlen(k.outbox)) === 0)
+    await waitFor(
+      'the outbox to be empty',
+      async () => (await redis.xlen(k.partitions[0]!.outbox)) === 0,
+    )
   })
 })

@@ -285,7 +285,7 @@ describe('hostile requests against a real reception', () => {
       assert.ok(Name.is(raw.customer) && Name.is(raw.pastry) && Timestamp.is(raw.orderTime))
       assert.equal(decodeOrderEntry(id, fields).event.$name, 'bakery/order-placed')
     }
-    for (const [, fields] of await redis.xrange(k.outbox, '-', '+')) {
+    for (const [, fields] of await redis.xrange(k.partitions[0]!.outbox, '-', '+')) {
       const message = JSON.parse(fields[fields.indexOf('message') + 1]!) as Record<string, unknown>
       assert.deepEqual(Object.keys(message).sort(), [...allowed].sort())
       if (message.$name === PlaceOrder.$name) assert.ok(PlaceOrder.codec.is(message))

@@ -41,7 +41,7 @@ describe('POST /orders with an Idempotency-Key', () => {
     })
   const orderKeyOf = (response: Response) => response.json<{ orderKey: string }>().orderKey
   /** Orders placed so far: OrderPlaced entries in the global log. */
-  const placedCount = async () => redis.xlen(ns.events)
+  const placedCount = async () => redis.xlen(ns.partitions[0]!.events)
 
   before(async () => redis.ping())
   after(async () => {
@@ -51,7 +51,7 @@ describe('POST /orders with an Idempotency-Key', () => {
 
   it('ten identical requests at once place one order and all answer its key', async () => {
     const before_ = await placedCount()
-    const outboxBefore = await redis.xlen(ns.outbox)
+    const outboxBefore = await redis.xlen(ns.partitions[0]!.outbox)
     const responses = await Promise.all(
       Array.from({ length: 10 }, () => post({ customer: 'homer', pastry: 'donut' }, 'retry-me-1')),
     )
@@ -64,7 +64,7 @@ describe('POST /orders with an Idempotency-Key', () => {
     const [orderKey] = orderKeys
     assert.equal(await placedCount(), before_ + 1, 'one OrderPlaced in the log')
     assert.equal(await redis.xlen(ns.orderStream(orderKey!)), 1)
-    assert.equal(await redis.xlen(ns.outbox), outboxBefore + 1, 'one PlaceOrder')
+    assert.equal(await redis.xlen(ns.partitions[0]!.outbox), outboxBefore + 1, 'one PlaceOrder')
     assert.equal(
       await redis.hget(ns.view(orderKey!), 'status'),
       'pending',
@@ -124,7 +124,7 @@ describe('POST /orders with an Idempotency-Key', () => {
   it('a key is remembered for IDEMPOTENCY_TTL_SECONDS, then a retry places a new order', async () => {
     const first = orderKeyOf(await post({ customer: 'moe', pastry: 'pretzel' }, 'retry-me-6'))
     const ttls = await Promise.all(
-      (await redis.keys(ns.idempotency('*'))).map((key) => redis.ttl(key)),
+      (await redis.keys(ns.partitions[0]!.idempotency('*'))).map((key) => redis.ttl(key)),
     )
     assert.ok(ttls.length > 0)
     for (const ttl of ttls) assert.ok(ttl > 0 && ttl <= TTL_SECONDS, `TTL ${ttl}`)

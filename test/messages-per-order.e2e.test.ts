@@ -86,7 +86,7 @@ describe('messages on the bus per order', () => {
     // message was routed: with the outbox empty, every message of these orders is in the queue.
     await waitFor(
       'the outbox to be empty',
-      async () => (await redis.xlen(keys(namespace).outbox)) === 0,
+      async () => (await redis.xlen(keys(namespace).partitions[0]!.outbox)) === 0,
     )
 
     const counted = new Map<string, number>()

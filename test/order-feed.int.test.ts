@@ -16,6 +16,7 @@ const store = orderEventStore(commands, keys(namespace))
 function startFeed(): OrderFeed {
   const feed = new OrderFeed({
     reader: new Redis(REDIS_URL),
+    log: store.keys.partitions[0]!.events,
     store,
     logger: pino({ level: 'silent' }),
     blockMs: 200,

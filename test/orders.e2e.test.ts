@@ -79,7 +79,7 @@ describe('an order, end to end across reception, baker and projector', () => {
       assert.equal(view.pastry, `pastry ${i % 17}`)
       assert.match(view.orderTime!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
     }
-    const global = await redis.xlen(keys(namespace).events)
+    const global = await redis.xlen(keys(namespace).partitions[0]!.events)
     assert.equal(global, 600, 'the global log holds each event once')
     const readModel = await Promise.all(
       keys_.map((key) => redis.hget(keys(namespace).view(key), 'status')),

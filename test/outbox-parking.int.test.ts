@@ -90,10 +90,10 @@ describe('outbox entries a relay cannot decode', () => {
   })
 
   it('parks them with the reason and the original fields, publishes nothing, and moves on', async () => {
-    for (const fields of newer) await redis.xadd(k.outbox, '*', ...fields)
+    for (const fields of newer) await redis.xadd(k.partitions[0]!.outbox, '*', ...fields)
     // A valid entry behind them still goes out.
     await redis.xadd(
-      k.outbox,
+      k.partitions[0]!.outbox,
       '*',
       'order',
       order,
@@ -105,9 +105,12 @@ describe('outbox entries a relay cannot decode', () => {
       '{}',
     )
     await waitFor('the valid command to be published', async () => (await bakerQueue()) === 1)
-    await waitFor('the outbox to be empty', async () => (await redis.xlen(k.outbox)) === 0)
+    await waitFor(
+      'the outbox to be empty',
+      async () => (await redis.xlen(k.partitions[0]!.outbox)) === 0,
+    )
 
-    const parked = await redis.xrange(k.parked, '-', '+')
+    const parked = await redis.xrange(k.partitions[0]!.parked, '-', '+')
     assert.equal(parked.length, 2, 'both undecodable entries are parked, not deleted')
     const [v2, query] = parked.map(([, fields]) => fieldRecord(fields))
     assert.deepEqual(
@@ -138,15 +141,17 @@ describe('outbox entries a relay cannot decode', () => {
     // Stopped first: this relay would park them again; a newer one would publish them.
     await relay?.stop()
     relay = undefined
-    const parked = await redis.xrange(k.parked, '-', '+')
+    const parked = await redis.xrange(k.partitions[0]!.parked, '-', '+')
     const { code, out } = await tool('requeue', '--id', parked[0]![0])
     assert.equal(code, 0, out)
     assert.match(out, /requeued .* to the outbox\n1 requeued\n$/)
     const all = await tool('requeue', '--all')
     assert.equal(all.code, 0)
     assert.match(all.out, /1 requeued\n$/)
-    assert.equal(await redis.xlen(k.parked), 0)
-    const back = (await redis.xrange(k.outbox, '-', '+')).map(([, fields]) => fieldRecord(fields))
+    assert.equal(await redis.xlen(k.partitions[0]!.parked), 0)
+    const back = (await redis.xrange(k.partitions[0]!.outbox, '-', '+')).map(([, fields]) =>
+      fieldRecord(fields),
+    )
     assert.deepEqual(
       back,
       newer.map((fields) => fieldRecord(fields)),

@@ -44,7 +44,7 @@ describe('limits on what Redis holds', () => {
     cleanups.push(() => dropNamespace(namespace))
     const redis = new Redis(REDIS_URL)
     cleanups.push(async () => redis.disconnect())
-    const outbox = keys(namespace).outbox
+    const outbox = keys(namespace).partitions[0]!.outbox
     // No broker: nothing leaves the outbox.
     const { base } = await start(namespace, { OUTBOX_MAX_DEPTH: '5' })
 

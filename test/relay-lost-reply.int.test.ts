@@ -66,7 +66,7 @@ describe('a relay whose read of the outbox lost its reply', () => {
     })
     const k = keys(namespace)
     await redis.xadd(
-      k.outbox,
+      k.partitions[0]!.outbox,
       '*',
       ...['order', order, 'kind', 'command', 'message', JSON.stringify(command), 'trace', '{}'],
     )
@@ -82,6 +82,9 @@ describe('a relay whose read of the outbox lost its reply', () => {
     } finally {
       await connection.close()
     }
-    await waitFor('the outbox to be empty', async () => (await redis.xlen(k.outbox)) === 0)
+    await waitFor(
+      'the outbox to be empty',
+      async () => (await redis.xlen(k.partitions[0]!.outbox)) === 0,
+    )
   })
 })

@@ -32,8 +32,8 @@ async function differences(namespace: string): Promise<string> {
 /** The generations that have read-model keys. */
 async function generations(b: Bakery): Promise<number[]> {
   const found = new Set<number>()
-  for (const key of await b.redis.keys(`${b.keys.viewPrefix}*`)) {
-    const rest = key.slice(b.keys.viewPrefix.length)
+  for (const key of await b.redis.keys(`${b.keys.partitions[0]!.viewPrefix}*`)) {
+    const rest = key.slice(b.keys.partitions[0]!.viewPrefix.length)
     found.add(/^\d+:/.test(rest) ? Number(rest.split(':')[0]) : 0)
   }
   return [...found].sort((x, y) => x - y)
@@ -57,7 +57,11 @@ describe('bakery replay under a lost lock', () => {
       }),
     })
     await assert.rejects(replay, /lost its lock: it expired or another replay took it/)
-    assert.equal(await liveGeneration(b.redis, b.keys), 0, 'the live generation did not move')
+    assert.equal(
+      await liveGeneration(b.redis, b.keys.partitions[0]!),
+      0,
+      'the live generation did not move',
+    )
     assert.equal(await b.redis.get(b.keys.replayLock), 'someone-else', 'the new holder keeps it')
   })
 
@@ -112,12 +116,12 @@ describe('bakery replay under a lost lock', () => {
       await b.redis.hset(b.keys.view(order, 2), view)
       await b.redis.hset(b.keys.view(order, 7), view)
     }
-    await b.redis.set(b.keys.viewGeneration, 2)
+    await b.redis.set(b.keys.partitions[0]!.viewGeneration, 2)
     assert.deepEqual(await generations(b), [1, 2, 7])
 
     const io = captureIo(namespace)
     assert.equal(await runReplay([], io), 0, io.err())
-    const live = await liveGeneration(b.redis, b.keys)
+    const live = await liveGeneration(b.redis, b.keys.partitions[0]!)
     assert.deepEqual(await generations(b), [live], 'only the live generation is left')
     assert.match(await differences(namespace), / 0 differences/)
   })

@@ -24,7 +24,7 @@ after(cleanUp)
 
 /** Every read-model key of the namespace. */
 async function viewKeys(b: Bakery): Promise<string[]> {
-  return (await b.redis.keys(`${b.keys.viewPrefix}*`)).sort()
+  return (await b.redis.keys(`${b.keys.partitions[0]!.viewPrefix}*`)).sort()
 }
 
 describe('bakery replay', () => {
@@ -50,7 +50,7 @@ describe('bakery replay', () => {
     const newKeys = await viewKeys(b)
     assert.equal(newKeys.length, 24)
     assert.ok(
-      newKeys.every((key) => key.startsWith(`${b.keys.viewPrefix}1:`)),
+      newKeys.every((key) => key.startsWith(`${b.keys.partitions[0]!.viewPrefix}1:`)),
       newKeys[0],
     )
 
@@ -112,12 +112,19 @@ describe('bakery replay', () => {
     const { namespace, b } = fresh('replay-malformed')
     const [order] = await seedOrders(b, 1)
     const unknown = await b.redis.xadd(
-      b.keys.events,
+      b.keys.partitions[0]!.events,
       '*',
       ...['order', order!, 'version', '4', 'type', 'bakery/order-eaten', 'event', '{}'],
       ...['recordedAt', new Date().toISOString(), 'trace', '{}'],
     )
-    const malformed = await b.redis.xadd(b.keys.events, '*', 'order', order!, 'version', 'x')
+    const malformed = await b.redis.xadd(
+      b.keys.partitions[0]!.events,
+      '*',
+      'order',
+      order!,
+      'version',
+      'x',
+    )
 
     const replay = captureIo(namespace)
     assert.equal(await runReplay([], replay), 0)

@@ -48,7 +48,7 @@ describe('an append whose reply was lost', () => {
   })
 
   const placeWithReplyLost = async (headers: Record<string, string> = {}) => {
-    const outboxBefore = await redis.xlen(k.outbox)
+    const outboxBefore = await redis.xlen(k.partitions[0]!.outbox)
     const ordersBefore = await orderKeysIn(redis, namespace)
     // EVALSHA, or EVAL where ioredis sends the script itself (after a reconnect).
     const cut = proxy.cutReplyTo('eval')
@@ -60,11 +60,17 @@ describe('an append whose reply was lost', () => {
     await cut
     const body = (await response.json()) as { orderKey?: string }
     const stored = (await orderKeysIn(redis, namespace)).filter((o) => !ordersBefore.includes(o))
-    return { response, body, stored, outboxAdded: (await redis.xlen(k.outbox)) - outboxBefore }
+    return {
+      response,
+      body,
+      stored,
+      outboxAdded: (await redis.xlen(k.partitions[0]!.outbox)) - outboxBefore,
+    }
   }
 
   it('answers 202 for the order it stored, once', async () => {
-    const perOrder = (await redis.xlen(k.outbox)) / (await orderKeysIn(redis, namespace)).length
+    const perOrder =
+      (await redis.xlen(k.partitions[0]!.outbox)) / (await orderKeysIn(redis, namespace)).length
     const { response, body, stored, outboxAdded } = await placeWithReplyLost()
     assert.equal(stored.length, 1, 'the append was written once')
     assert.equal(response.status, 202, `answered ${response.status}: ${JSON.stringify(body)}`)

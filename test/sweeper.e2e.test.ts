@@ -72,6 +72,6 @@ describe('orders stuck pending or baking', () => {
       `each stuck order sent once, by one of the two bakers (they say ${resent.join(' and ')}):\n` +
         roles.map((role) => role.output()).join('\n'),
     )
-    assert.equal(await b.redis.xlen(b.keys.outbox), 0)
+    assert.equal(await b.redis.xlen(b.keys.partitions[0]!.outbox), 0)
   })
 })

@@ -27,7 +27,7 @@ describe('the sweeper without a leader', () => {
     const due = Date.now() + stuckAfterMs
     const sent = await Promise.all([one.resendDue(due), two.resendDue(due)])
     assert.equal(sent[0] + sent[1], 3, `the two sweeps sent ${sent.join(' and ')}`)
-    assert.equal(await b.redis.xlen(b.keys.outbox), 3, 'one PlaceOrder per order')
+    assert.equal(await b.redis.xlen(b.keys.partitions[0]!.outbox), 3, 'one PlaceOrder per order')
     // Not due again until another STUCK_ORDER_AFTER_MS has passed.
     assert.equal(await one.resendDue(due + stuckAfterMs - 1), 0)
     assert.equal(await two.resendDue(due + stuckAfterMs), 3)

@@ -70,7 +70,7 @@ describe('a publish the broker cannot route', () => {
     })
     await waitFor(
       'the outbox to be empty',
-      async () => (await baker.redis.xlen(baker.keys.outbox)) === 0,
+      async () => (await baker.redis.xlen(baker.keys.partitions[0]!.outbox)) === 0,
     )
   })
 })

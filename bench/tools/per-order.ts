@@ -99,7 +99,7 @@ async function main(): Promise<void> {
       count('xlen')
       const [status, outbox] = await Promise.all([
         redis.hget(k.view(order), 'status'),
-        redis.xlen(k.outbox),
+        redis.xlen(k.partitions[0]!.outbox),
       ])
       return status === 'finished' && outbox === 0
     }

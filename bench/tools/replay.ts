@@ -106,7 +106,7 @@ async function main(): Promise<void> {
       [...process.execArgv, __filename, '--generate', namespace, String(events)],
       { stdio: 'inherit' },
     )
-    const length = await redis.xlen(keys(namespace).events)
+    const length = await redis.xlen(keys(namespace).partitions[0]!.events)
     console.log(
       `log: ${length} events in namespace ${namespace}, written in ` +
         `${((performance.now() - started) / 1000).toFixed(1)} s; batch ${batch}; ` +

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { context, propagation, ROOT_CONTEXT } from '@opentelemetry/api'
-import type { ChainableCommander, Redis, Result } from 'ioredis'
+import type { ChainableCommander, Result } from 'ioredis'
+import type { PartitionKeys } from '../platform/keys'
+import type { RedisClient } from '../platform/redis'
 import { OrderBaked, OrderPlaced, PlaceOrder, type OrderEvent, type OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import { VersionConflict } from '../platform/errors'
@@ -25,7 +27,7 @@ export function commandToResend(history: readonly OrderEvent[]): PlaceOrder | un
 }
 
 export interface SweeperOptions {
-  readonly redis: Redis
+  readonly redis: RedisClient
   readonly store: OrderEventStore
   readonly logger: Logger
   /** An order unfinished this long after it was placed (or last sent again) is sent again. */
@@ -123,23 +125,29 @@ export class Sweeper {
    */
   async resendDue(now: number): Promise<number> {
     const { redis, store } = this.options
-    const due = await redis.zrangebyscore(
-      store.keys.unfinished,
-      '-inf',
-      now - this.options.stuckAfterMs,
-      'LIMIT',
-      0,
-      RESEND_PER_SWEEP,
-    )
     let sent = 0
-    for (const order of due) if (await this.resend(order as OrderKey, now)) sent += 1
+    for (const { unfinished } of store.keys.partitions) {
+      const due = await redis.zrangebyscore(
+        unfinished,
+        '-inf',
+        now - this.options.stuckAfterMs,
+        'LIMIT',
+        0,
+        RESEND_PER_SWEEP,
+      )
+      for (const order of due) if (await this.resend(order as OrderKey, now)) sent += 1
+    }
     return sent
   }
 
-  /** Brings `unfinished` up to date with the global log: placed orders in, baked ones out. */
+  /** Brings each partition's `unfinished` up to date with its global log. */
   async index(): Promise<void> {
-    const { redis, store } = this.options
-    const { events, unfinished, sweepCursor } = store.keys
+    for (const partition of this.options.store.keys.partitions) await this.indexPartition(partition)
+  }
+
+  /** Placed orders in, baked ones out. */
+  private async indexPartition({ events, unfinished, sweepCursor }: PartitionKeys): Promise<void> {
+    const { redis } = this.options
     let cursor = (await redis.get(sweepCursor)) ?? '0-0'
     for (let round = 0; round < INDEX_BATCHES_PER_SWEEP; round++) {
       const entries = await redis.xrange(events, `(${cursor}`, '+', 'COUNT', INDEX_BATCH)
@@ -160,7 +168,7 @@ export class Sweeper {
   /** Sends the order's PlaceOrder again if its stream says it is still unfinished. */
   private async resend(orderKey: OrderKey, now: number): Promise<boolean> {
     const { redis, store, stuckAfterMs } = this.options
-    const { unfinished } = store.keys
+    const { unfinished } = store.keys.of(orderKey)
     // Not again before another STUCK_ORDER_AFTER_MS, whichever baker sweeps next.
     if ((await redis.bakeryClaimResend(unfinished, orderKey, now - stuckAfterMs, now)) !== 1)
       return false

@@ -1,4 +1,5 @@
-import type { Redis, Result } from 'ioredis'
+import type { Result } from 'ioredis'
+import type { RedisClient } from './redis'
 import { liveViewKeyLua } from './keys'
 
 /*
@@ -109,10 +110,10 @@ declare module 'ioredis' {
   }
 }
 
-const defined = new WeakSet<Redis>()
+const defined = new WeakSet<RedisClient>()
 
 /** Registers the append scripts on `redis`, once per client. */
-export function defineAppendScripts(redis: Redis): void {
+export function defineAppendScripts(redis: RedisClient): void {
   if (defined.has(redis)) return
   redis.defineCommand('bakeryAppend', { numberOfKeys: 4, lua: APPEND })
   redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 5, lua: APPEND_ONCE })

@@ -1,99 +1,22 @@
-import * as t from 'io-ts'
+import type * as t from 'io-ts'
 import { isLeft } from 'fp-ts/lib/Either'
+import {
+  BooleanString,
+  BrokerUrls,
+  HostPorts,
+  IntFromString,
+  LogLevel,
+  NamespaceString,
+  NumberFromString,
+  QueueType,
+  ReplicaCount,
+  UrlString,
+} from './config-types'
 
 /**
  * The one place that reads the environment. Each variable is declared once with its default and a
  * one-line doc; `loadConfig` validates all of them and names every variable that is wrong.
  */
-
-const IntFromString = (min: number, max: number) =>
-  new t.Type<number, string, unknown>(
-    `integer ${min}..${max}`,
-    (u): u is number => typeof u === 'number',
-    (u, c) => {
-      if (typeof u !== 'string' || !/^\d+$/.test(u.trim())) return t.failure(u, c)
-      const n = Number(u)
-      return n >= min && n <= max ? t.success(n) : t.failure(u, c)
-    },
-    String,
-  )
-
-const NumberFromString = (min: number) =>
-  new t.Type<number, string, unknown>(
-    `number >= ${min}`,
-    (u): u is number => typeof u === 'number',
-    (u, c) => {
-      const n = typeof u === 'string' && u.trim() !== '' ? Number(u) : NaN
-      return Number.isFinite(n) && n >= min ? t.success(n) : t.failure(u, c)
-    },
-    String,
-  )
-
-const UrlString = (protocols: string[]) =>
-  new t.Type<URL, string, unknown>(
-    `URL (${protocols.join(', ')})`,
-    (u): u is URL => u instanceof URL,
-    (u, c) => {
-      if (typeof u !== 'string' || !URL.canParse(u)) return t.failure(u, c)
-      const url = new URL(u)
-      return protocols.includes(url.protocol) ? t.success(url) : t.failure(u, c)
-    },
-    (url) => url.href,
-  )
-
-/**
- * One broker URL, or several nodes of one cluster, comma-separated. A node that names no user,
- * password or vhost takes them from the first, so `amqp://u:p@h1:5672/v,amqp://h2,amqp://h3`
- * reads as three nodes of vhost `v`; naming two different vhosts is an error.
- */
-const BrokerUrls = new t.Type<readonly URL[], string, unknown>(
-  'URL (amqp:, amqps:), or several comma-separated nodes of one cluster with one vhost',
-  (u): u is readonly URL[] => Array.isArray(u) && u.every((url) => url instanceof URL),
-  (u, c) => {
-    if (typeof u !== 'string') return t.failure(u, c)
-    const parts = u.split(',').map((part) => part.trim())
-    if (!parts.every((part) => URL.canParse(part))) return t.failure(u, c)
-    const urls = parts.map((part) => new URL(part))
-    if (!urls.every((url) => url.protocol === 'amqp:' || url.protocol === 'amqps:'))
-      return t.failure(u, c)
-    const [first] = urls as [URL, ...URL[]]
-    for (const url of urls.slice(1)) {
-      if (!url.username && !url.password) {
-        url.username = first.username
-        url.password = first.password
-      }
-      if (url.pathname === '' || url.pathname === '/') url.pathname = first.pathname
-    }
-    return urls.every((url) => url.pathname === first.pathname) ? t.success(urls) : t.failure(u, c)
-  },
-  (urls) => urls.map((url) => url.href).join(','),
-)
-
-const QueueType = t.keyof({ classic: null, quorum: null })
-
-const BooleanString = new t.Type<boolean, string, unknown>(
-  'boolean (true or false)',
-  (u): u is boolean => typeof u === 'boolean',
-  (u, c) => (u === 'true' || u === 'false' ? t.success(u === 'true') : t.failure(u, c)),
-  String,
-)
-
-const LogLevel = t.keyof({
-  fatal: null,
-  error: null,
-  warn: null,
-  info: null,
-  debug: null,
-  trace: null,
-  silent: null,
-})
-
-const NamespaceString = new t.Type<string, string, unknown>(
-  'namespace ([A-Za-z0-9_.-]{1,64})',
-  (u): u is string => typeof u === 'string',
-  (u, c) => (typeof u === 'string' && /^[\w.-]{1,64}$/.test(u) ? t.success(u) : t.failure(u, c)),
-  t.identity,
-)
 
 interface Variable<A> {
   readonly codec: t.Type<A, string, unknown>
@@ -122,13 +45,33 @@ export const variables = {
     'redis://127.0.0.1:6379',
     'Redis holding the event log, outbox and read model; a DB number in the path is honoured.',
   ),
+  REDIS_CLUSTER_NODES: variable(
+    HostPorts,
+    '',
+    'A Redis Cluster instead of one Redis: some of its nodes (host:port, comma-separated); user, password and TLS (rediss:) still come from REDIS_URL.',
+  ),
+  BAKERY_PARTITIONS: variable(
+    IntFromString(1, 1024),
+    '1',
+    'Partitions of the event log, each with its own hash tag, global log and outbox, spread over the masters of a Redis Cluster; fixed once the store holds data.',
+  ),
+  REDIS_WAIT_REPLICAS: variable(
+    ReplicaCount,
+    'auto',
+    'Replicas that must have an order before it is accepted (WAIT); auto: 1 on a Redis Cluster, 0 on one Redis.',
+  ),
+  REDIS_WAIT_TIMEOUT_MS: variable(
+    IntFromString(1, 60_000),
+    '1000',
+    'How long the reception waits for REDIS_WAIT_REPLICAS before it answers 503 (the order may still be kept).',
+  ),
   AMQP_URL: variable(
     BrokerUrls,
     'amqp://guest:guest@127.0.0.1:5672',
     'RabbitMQ carrying commands and events (the vhost in the path is honoured); several nodes of a cluster, comma-separated, are tried in turn.',
   ),
   QUEUE_TYPE: variable(
-    QueueType as t.Type<t.TypeOf<typeof QueueType>, string, unknown>,
+    QueueType,
     'classic',
     'classic (one broker) or quorum (replicated over a cluster); RabbitMQ cannot change the type of an existing queue.',
   ),
@@ -182,11 +125,7 @@ export const variables = {
     '10000',
     'How long a stopping role waits for in-flight work before it exits anyway.',
   ),
-  LOG_LEVEL: variable(
-    LogLevel as t.Type<t.TypeOf<typeof LogLevel>, string, unknown>,
-    'info',
-    'Log level (pino).',
-  ),
+  LOG_LEVEL: variable(LogLevel, 'info', 'Log level (pino).'),
   JAEGER_UI_URL: variable(
     UrlString(['http:', 'https:']),
     'http://localhost:16686',

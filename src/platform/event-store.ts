@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { ChainableCommander } from 'ioredis'
+import type { RedisClient } from './redis'
 import { timestamp, type MessageKind } from '../messages'
 import { defineAppendScripts } from './append-scripts'
-import { OutboxFull, VersionConflict } from './errors'
+import { OutboxFull, StoreUnavailable, VersionConflict } from './errors'
 import type { Keys } from './keys'
 import { currentTrace, decodeEntry, type EventCodec, type StoredEvent } from './stored-events'
 
@@ -17,6 +18,22 @@ export interface OutboxMessage {
  * events that produce it.
  */
 export type ViewFields = Readonly<Record<string, string>>
+
+/**
+ * How many replicas must have an append before it counts as done (WAIT), and how long to wait
+ * for them. Redis replicates asynchronously: without this, an append its master acknowledged can
+ * vanish with the master in a failover.
+ */
+export interface Replication {
+  readonly replicas: number
+  readonly timeoutMs: number
+}
+
+const NOT_WAITING: Replication = { replicas: 0, timeoutMs: 0 }
+
+const MAX_REDIRECTIONS = 4
+const isRedirection = (error: unknown) =>
+  error instanceof Error && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test(error.message)
 
 export interface AppendOptions {
   /**
@@ -51,11 +68,12 @@ const nextAppendId = () => `${appendIds.prefix}.${(appendIds.next++).toString(36
 /** The event log: one Redis stream per order plus one global stream, and the outbox beside them. */
 export class EventStore<E extends { readonly $name: string }> {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     readonly keys: Keys,
     /** Decodes the events read back (the domain's event union). */
     private readonly codec: EventCodec<E>,
     private readonly now: () => Date = () => new Date(),
+    private readonly replication: Replication = NOT_WAITING,
   ) {
     defineAppendScripts(redis)
   }
@@ -75,14 +93,10 @@ export class EventStore<E extends { readonly $name: string }> {
     options: AppendOptions = {},
   ): Promise<number> {
     const args = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
+    const partition = this.keys.of(orderKey)
+    const keys = [partition.orderStream(orderKey), partition.events, partition.outbox] as const
     return this.rethrowConflict(orderKey, expectedVersion, () =>
-      this.redis.bakeryAppend(
-        this.keys.orderStream(orderKey),
-        this.keys.events,
-        this.keys.outbox,
-        this.keys.viewGeneration,
-        ...args,
-      ),
+      this.replicated((redis) => redis.bakeryAppend(...keys, partition.viewGeneration, ...args)),
     )
   }
 
@@ -99,16 +113,18 @@ export class EventStore<E extends { readonly $name: string }> {
     options: AppendOptions = {},
   ): Promise<AppendOnceResult> {
     const args = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
+    const partition = this.keys.of(orderKey)
+    const keys = [partition.orderStream(orderKey), partition.events, partition.outbox] as const
     const reply = await this.rethrowConflict(orderKey, expectedVersion, () =>
-      this.redis.bakeryAppendOnce(
-        this.keys.orderStream(orderKey),
-        this.keys.events,
-        this.keys.outbox,
-        this.keys.viewGeneration,
-        claim.key,
-        claim.value,
-        claim.ttlSeconds,
-        ...args,
+      this.replicated((redis) =>
+        redis.bakeryAppendOnce(
+          ...keys,
+          partition.viewGeneration,
+          claim.key,
+          claim.value,
+          claim.ttlSeconds,
+          ...args,
+        ),
       ),
     )
     return reply[0] === 'appended'
@@ -132,12 +148,48 @@ export class EventStore<E extends { readonly $name: string }> {
       events.length,
       JSON.stringify(currentTrace()),
       outbox.length,
-      view ? this.keys.viewPrefix : '',
+      view ? this.keys.of(orderKey).viewPrefix : '',
     ]
     for (const event of events) args.push(event.$name, JSON.stringify(event))
     for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))
     if (view) for (const [field, value] of Object.entries(view)) args.push(field, value)
     return args
+  }
+
+  /**
+   * Runs `write`, then, if replicas are required, WAITs for them on the same connection: a
+   * pipeline goes to one node, so on a Redis Cluster the WAIT reaches the master that took the
+   * write. Too few replicas in time is a StoreUnavailable (503 to a client), though the write
+   * stays on the master and will be replicated, relayed and baked as usual.
+   */
+  private async replicated<T>(
+    write: (redis: RedisClient | ChainableCommander) => Promise<T> | ChainableCommander,
+  ): Promise<T> {
+    const { replicas, timeoutMs } = this.replication
+    if (replicas === 0) return (await write(this.redis)) as T
+    let written: unknown
+    let acknowledged: unknown
+    for (let attempt = 1; ; attempt++) {
+      const pipeline = this.redis.pipeline()
+      void write(pipeline)
+      const [[writeError, writeReply] = [], [waitError, waitReply] = []] =
+        (await pipeline.wait(replicas, timeoutMs).exec()) ?? []
+      // A pipeline is not redirected: MOVED (a failover moved the slot) means nothing was
+      // written, and the client has learnt the slot's new master: send it again, there.
+      if (isRedirection(writeError) && attempt < MAX_REDIRECTIONS) continue
+      if (writeError) throw writeError
+      if (waitError) throw waitError
+      written = writeReply
+      acknowledged = waitReply
+      break
+    }
+    if (Number(acknowledged) < replicas)
+      throw new StoreUnavailable(
+        new Error(
+          `${Number(acknowledged)} of ${replicas} replicas acknowledged the write within ${timeoutMs} ms`,
+        ),
+      )
+    return written as T
   }
 
   private async rethrowConflict<T>(

@@ -1,6 +1,6 @@
-import type { Redis, Result } from 'ioredis'
-import type { Keys } from './keys'
-import { fieldRecord } from './redis'
+import type { Result } from 'ioredis'
+import type { Keys, PartitionKeys } from './keys'
+import { compareStreamIds, fieldRecord, type RedisClient } from './redis'
 
 /**
  * Outbox entries a relay cannot decode are parked, not published and not dropped: during a rolling
@@ -72,7 +72,7 @@ declare module 'ioredis' {
 
 /** Moves an outbox entry the relay of `group` holds to the parked stream, why and when with it. */
 export async function park(
-  redis: Redis,
+  redis: RedisClient,
   keys: { readonly outbox: string; readonly parked: string; readonly group: string },
   outboxId: string,
   fields: Readonly<Record<string, string>>,
@@ -119,11 +119,21 @@ function nameOf(message: string | undefined): string | undefined {
   }
 }
 
-/** The oldest `limit` parked entries. */
-export async function listParked(redis: Redis, keys: Keys, limit: number): Promise<ParkedEntry[]> {
+/** The oldest `limit` parked entries, of every partition. */
+export async function listParked(
+  redis: RedisClient,
+  keys: Keys,
+  limit: number,
+): Promise<ParkedEntry[]> {
   if (limit <= 0) return []
-  const entries = await redis.xrange(keys.parked, '-', '+', 'COUNT', limit)
-  return entries.map(([id, fields]) => describe(id, fields))
+  const parked = await Promise.all(
+    keys.partitions.map((partition) => redis.xrange(partition.parked, '-', '+', 'COUNT', limit)),
+  )
+  return parked
+    .flat()
+    .sort(([a], [b]) => compareStreamIds(a, b))
+    .slice(0, limit)
+    .map(([id, fields]) => describe(id, fields))
 }
 
 const BATCH = 100
@@ -134,30 +144,32 @@ const BATCH = 100
  * goes back in one script, so an entry is in the outbox or parked, never in neither.
  */
 export async function requeueParked(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keys,
   choose: { readonly all: true } | { readonly ids: readonly string[] },
   onRequeued: (entry: ParkedEntry) => void,
 ): Promise<{ readonly requeued: number; readonly found: ReadonlySet<string> }> {
   redis.defineCommand('bakeryUnpark', { numberOfKeys: 2, lua: UNPARK })
   const found = new Set<string>()
-  const putBack = async (entries: [string, string[]][]) => {
+  const putBack = async ({ outbox, parked }: PartitionKeys, entries: [string, string[]][]) => {
     for (const [id, flat] of entries) {
       const own = Object.entries(fieldRecord(flat)).filter(([name]) => !isParkingField(name))
-      await redis.bakeryUnpark(keys.outbox, keys.parked, id, ...own.flat())
+      await redis.bakeryUnpark(outbox, parked, id, ...own.flat())
       found.add(id)
       onRequeued(describe(id, flat))
     }
   }
-  if ('ids' in choose) {
-    // Stream ids only: anything else (a message id of the dead-letter queue) is not asked here.
-    const ids = choose.ids.filter((id) => /^\d+-\d+$/.test(id))
-    for (const id of ids) await putBack(await redis.xrange(keys.parked, id, id))
-  } else {
+  // Stream ids only: anything else (a message id of the dead-letter queue) is not asked here.
+  const ids = 'ids' in choose ? choose.ids.filter((id) => /^\d+-\d+$/.test(id)) : []
+  for (const partition of keys.partitions) {
+    if ('ids' in choose) {
+      for (const id of ids) await putBack(partition, await redis.xrange(partition.parked, id, id))
+      continue
+    }
     for (;;) {
-      const batch = await redis.xrange(keys.parked, '-', '+', 'COUNT', BATCH)
+      const batch = await redis.xrange(partition.parked, '-', '+', 'COUNT', BATCH)
       if (batch.length === 0) break
-      await putBack(batch)
+      await putBack(partition, batch)
     }
   }
   return { requeued: found.size, found }

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { context, propagation } from '@opentelemetry/api'
 import type { BusInstance } from '@node-ts/bus-core'
 import { isLeft } from 'fp-ts/lib/Either'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis'
 import { describeFieldErrors, type AnyMessageDefinition, type MessageKind } from '../messages'
 import { parseTrace } from './stored-events'
 import type { Logger } from './logger'
@@ -17,7 +17,7 @@ export const RELAY_GROUP = 'relay'
 
 export interface RelayOptions {
   /** A connection of its own: the relay blocks on it while waiting for entries. */
-  readonly redis: Redis
+  readonly redis: RedisClient
   readonly outboxKey: string
   /** Where entries that do not decode are kept (Keys.parked). */
   readonly parkedKey: string
@@ -247,7 +247,7 @@ function decodeOutboxEntry(
 }
 
 async function readGroup(
-  redis: Redis,
+  redis: RedisClient,
   key: string,
   consumer: string,
   count: number,

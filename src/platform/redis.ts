@@ -1,9 +1,10 @@
 import { context, type Context } from '@opentelemetry/api'
-import { Redis, type Command } from 'ioredis'
-import { redact } from './config'
+import { Cluster, Redis, type Command, type RedisOptions as ClientOptions } from 'ioredis'
+import { redact, type Config } from './config'
 import { delayAfter, reconnecting } from './backoff'
 import { StoreUnavailable } from './errors'
 import type { Logger } from './logger'
+import type { Replication } from './event-store'
 import { tracesAreRecorded } from './tracing'
 
 export interface RedisOptions {
@@ -18,6 +19,11 @@ export interface RedisOptions {
    * connected but stalls must not hold requests forever. Not for a connection that blocks.
    */
   readonly commandTimeoutMs?: number
+  /**
+   * For a tool run by a person who wants an answer: connect on `connect()` or the first command,
+   * and never reconnect (a failure is reported at once instead of retried for minutes).
+   */
+  readonly once?: boolean
 }
 
 /**
@@ -28,25 +34,81 @@ export interface RedisOptions {
  */
 export const RESP_PROTOCOL = 2
 
-/** A Redis connection that reconnects with backoff and says, once per outage, what is wrong. */
+/** One Redis or a Redis Cluster: both speak every command Bakery sends. */
+export type RedisClient = Redis | Cluster
+
+/** Where Bakery's Redis is: REDIS_URL, or the nodes of a cluster with REDIS_URL's credentials. */
+export type RedisTarget = Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>
+
+export const isCluster = (target: RedisTarget) => target.REDIS_CLUSTER_NODES.length > 0
+
+/** What an append waits for (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS); see Replication. */
+export function replicationOf(
+  config: RedisTarget & Pick<Config, 'REDIS_WAIT_REPLICAS' | 'REDIS_WAIT_TIMEOUT_MS'>,
+): Replication {
+  const wanted = config.REDIS_WAIT_REPLICAS
+  return {
+    replicas: wanted === 'auto' ? (isCluster(config) ? 1 : 0) : wanted,
+    timeoutMs: config.REDIS_WAIT_TIMEOUT_MS,
+  }
+}
+
+/** Where Redis is, for a message to a person (no password). */
+export const describeTarget = (target: RedisTarget) =>
+  isCluster(target)
+    ? `the Redis Cluster at ${target.REDIS_CLUSTER_NODES.map((n) => `${n.host}:${n.port}`).join(',')}`
+    : `Redis at ${redact(target.REDIS_URL)}`
+
+/**
+ * A connection to Redis, or to a Redis Cluster through ioredis's cluster client (it follows MOVED
+ * and ASK, and finds the new master after a failover), that reconnects with backoff and says, once
+ * per outage, what is wrong.
+ */
 export function connectRedis(
-  url: URL,
+  target: RedisTarget,
   logger: Logger,
-  { failFast, name, commandTimeoutMs }: RedisOptions,
-): Redis {
+  { failFast, name, commandTimeoutMs, once = false }: RedisOptions,
+): RedisClient {
+  const retry = (times: number) => (once ? null : delayAfter(reconnecting, times))
+  const url = target.REDIS_URL
   const log = logger.child({ component: 'redis', connection: name })
-  const redis = new Redis(url.href, {
+  const options: ClientOptions = {
     connectionName: `bakery-${name}`,
     protocol: RESP_PROTOCOL,
-    // Commands issued in the same tick go out in one write: a syscall per command was the
-    // largest self time in every role's profile (docs/performance.md).
-    enableAutoPipelining: true,
-    enableOfflineQueue: !failFast,
-    maxRetriesPerRequest: failFast ? 1 : null,
-    retryStrategy: (times) => delayAfter(reconnecting, times),
+    maxRetriesPerRequest: failFast || once ? 1 : null,
     ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
-  })
-  if (tracesAreRecorded() && commandsAreTraced()) sendEachCommandFromItsCaller(redis)
+  }
+  const where = describeTarget(target)
+  const redis = isCluster(target)
+    ? new Cluster([...target.REDIS_CLUSTER_NODES], {
+        redisOptions: {
+          ...options,
+          ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+          ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+          ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+        },
+        enableAutoPipelining: true,
+        enableOfflineQueue: !failFast || once,
+        // Writes and reads go to masters: a replica may not have the latest entries of a stream.
+        scaleReads: 'master',
+        clusterRetryStrategy: retry,
+        lazyConnect: once,
+      })
+    : new Redis(url.href, {
+        ...options,
+        // Commands issued in the same tick go out in one write: a syscall per command was the
+        // largest self time in every role's profile (docs/performance.md).
+        enableAutoPipelining: true,
+        enableOfflineQueue: !failFast || once,
+        retryStrategy: retry,
+        lazyConnect: once,
+      })
+  if (redis instanceof Redis && tracesAreRecorded() && commandsAreTraced())
+    sendEachCommandFromItsCaller(redis)
+  if (once) {
+    redis.on('error', () => undefined)
+    return redis
+  }
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the
   // connection dropping (Redis may be back before a reconnect ever fails, and that is an outage too).
   let down = false
@@ -54,20 +116,27 @@ export function connectRedis(
     if (down) return
     down = true
     log.error(
-      `cannot reach Redis at ${redact(url)} (${error.message}); is it running? ` +
+      `cannot reach ${where} (${error.message}); is it running? ` +
         '(redis-server --daemonize yes) - retrying',
     )
   })
   redis.on('reconnecting', () => {
     if (down) return
     down = true
-    log.warn(`lost the connection to Redis at ${redact(url)}; reconnecting`)
+    log.warn(`lost the connection to ${where}; reconnecting`)
   })
   redis.on('ready', () => {
     if (down) log.info('Redis is back')
     down = false
   })
   return redis
+}
+
+/** A second connection like `redis`, e.g. for a blocking read that would hold the first. */
+export function duplicateClient(redis: RedisClient): RedisClient {
+  const copy = redis instanceof Redis ? redis.duplicate() : redis.duplicate()
+  copy.on('error', () => undefined)
+  return copy
 }
 
 /**
@@ -138,9 +207,10 @@ const UNREACHABLE = [
 ]
 const UNREACHABLE_NAMES = new Set(['MaxRetriesPerRequestError', 'ClusterAllFailedError'])
 // Replies of a Redis that is up but cannot take the command now: loading its data set, running a
-// slow script, out of memory, refusing writes (a replica, a failed save), or a cluster mid-failover.
+// slow script, out of memory, refusing writes (a replica, a failed save), or a cluster mid-failover
+// (a redirection ioredis did not follow: in a pipeline, nothing of it was run).
 const BUSY_REPLY =
-  /^(LOADING|BUSY|OOM|READONLY|MISCONF|MASTERDOWN|NOREPLICAS|CLUSTERDOWN|TRYAGAIN)\b/
+  /^(LOADING|BUSY|OOM|READONLY|MISCONF|MASTERDOWN|NOREPLICAS|CLUSTERDOWN|TRYAGAIN|MOVED|ASK)\b/
 const NETWORK_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

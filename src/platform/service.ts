@@ -1,8 +1,8 @@
 import { createServer } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { AddressInfo } from 'node:net'
 import { Bus, type BusInstance } from '@node-ts/bus-core'
 import type { MessageAttributes } from '@node-ts/bus-messages'
-import type { Redis } from 'ioredis'
 import type { AnyMessageDefinition, MessageOf } from '../messages'
 import type { Config } from './config'
 import { EventStore } from './event-store'
@@ -12,7 +12,9 @@ import { busLoggerFactory, type Logger } from './logger'
 import { metrics, metricsText } from './metrics'
 import { OutboxRelay } from './outbox-relay'
 import { RabbitTransport, type Topology } from './transport'
-import { connectRedis } from './redis'
+import { connectRedis, replicationOf, type RedisClient } from './redis'
+import { claimPartitionLayout, PartitionMismatch } from './partition-layout'
+import { delayAfter, reconnecting } from './backoff'
 import { runShutdownHooks } from './shutdown'
 import { markOrder } from './tracing'
 
@@ -54,7 +56,7 @@ export interface ServiceOptions<E extends Event> {
 
 /** What a role's handlers read and write with: its Redis connection, its keys, its event store. */
 export interface Persistence<E extends Event = Event> {
-  readonly redis: Redis
+  readonly redis: RedisClient
   readonly keys: Keys
   readonly store: EventStore<E>
 }
@@ -87,15 +89,17 @@ export async function startService<E extends Event>({
   consume,
   relay,
 }: ServiceOptions<E>): Promise<Service<E>> {
-  const redisKeys = keys(config.BAKERY_NAMESPACE)
+  const redisKeys = keys(config.BAKERY_NAMESPACE, config.BAKERY_PARTITIONS)
   // Consumers hold commands while Redis is away (the message waits); the reception fails fast.
   // Its commands answer requests: a stalled Redis must not hold them, so they time out.
-  const redis = connectRedis(config.REDIS_URL, logger, {
+  const redis = connectRedis(config, logger, {
     failFast: !consume,
     name: 'commands',
     ...(consume ? {} : { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }),
   })
-  const store = new EventStore(redis, redisKeys, events)
+  let stopped = false
+  void keepCheckingLayout(redis, redisKeys, logger, () => stopped)
+  const store = new EventStore(redis, redisKeys, events, undefined, replicationOf(config))
   const transport = new RabbitTransport({
     brokers: config.AMQP_URL,
     queues: { type: config.QUEUE_TYPE, deliveryLimit: config.QUEUE_DELIVERY_LIMIT },
@@ -129,22 +133,24 @@ export async function startService<E extends Event>({
   await bus.initialize()
   if (consume) transport.startConsuming(bus)
 
-  const relayRedis = relay
-    ? connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'relay' })
-    : undefined
-  const outboxRelay =
-    relayRedis &&
-    new OutboxRelay({
-      redis: relayRedis,
-      outboxKey: redisKeys.outbox,
-      parkedKey: redisKeys.parked,
-      bus,
-      messages: topology.queues.flatMap((queue) => queue.messages),
-      correlationIdOf,
-      logger,
-      claimAfterMs: config.RELAY_CLAIM_AFTER_MS,
-    })
-  outboxRelay?.start()
+  // A relay per partition, each on a connection of its own: a blocking read holds its connection.
+  const relays = (relay ? redisKeys.partitions : []).map(
+    (partition) =>
+      new OutboxRelay({
+        redis: connectRedis(config, logger, {
+          failFast: false,
+          name: redisKeys.partitions.length === 1 ? 'relay' : `relay-p${partition.index}`,
+        }),
+        outboxKey: partition.outbox,
+        parkedKey: partition.parked,
+        bus,
+        messages: topology.queues.flatMap((queue) => queue.messages),
+        correlationIdOf,
+        logger,
+        claimAfterMs: config.RELAY_CLAIM_AFTER_MS,
+      }),
+  )
+  for (const outboxRelay of relays) outboxRelay.start()
 
   const readiness = (): Readiness => {
     const redisUp = redis.status === 'ready'
@@ -168,13 +174,39 @@ export async function startService<E extends Event>({
     transport,
     readiness,
     stop: async () => {
+      stopped = true
       await transport.stopConsuming()
-      await outboxRelay?.stop()
+      await Promise.all(relays.map((outboxRelay) => outboxRelay.stop()))
       await bus.dispose()
       // QUIT would wait in the offline queue for a Redis that is away.
       if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect())
       else redis.disconnect()
     },
+  }
+}
+
+/**
+ * Checks BAKERY_PARTITIONS against the store once Redis answers; a role started with the wrong
+ * number stops at once with the reason (exit 78, as for any bad setting), before it could write
+ * an order where no reader would find it.
+ */
+async function keepCheckingLayout(
+  redis: RedisClient,
+  redisKeys: Keys,
+  logger: Logger,
+  stopped: () => boolean,
+): Promise<void> {
+  for (let attempt = 1; !stopped(); attempt++) {
+    try {
+      await claimPartitionLayout(redis, redisKeys)
+      return
+    } catch (error) {
+      if (error instanceof PartitionMismatch) {
+        logger.fatal(error.message)
+        process.exit(78)
+      }
+      await sleep(delayAfter(reconnecting, attempt))
+    }
   }
 }
 

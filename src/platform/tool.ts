@@ -1,9 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { Redis } from 'ioredis'
-import { ConfigError, loadConfig, redact, type Config } from './config'
+import { ConfigError, loadConfig, type Config } from './config'
 import { keys, type Keys } from './keys'
-import { describeError } from './logger'
-import { RESP_PROTOCOL } from './redis'
+import { createLogger, describeError } from './logger'
+import { claimPartitionLayout, PartitionMismatch } from './partition-layout'
+import { connectRedis, describeTarget, type RedisClient } from './redis'
 
 /**
  * What the stream-debugging tools (`history`, `replay`, `events`) share: where they write, how they
@@ -49,7 +49,7 @@ export function interruptSignal(io: ToolIo): { signal: AbortSignal; release: () 
 
 export interface ToolContext {
   readonly config: Config
-  readonly redis: Redis
+  readonly redis: RedisClient
   readonly keys: Keys
 }
 
@@ -92,32 +92,27 @@ export async function runTool(
     io.stderr.write(`bakery ${name}: ${error.message}\n`)
     return 78
   }
-  const redis = new Redis(config.REDIS_URL.href, {
-    connectionName: `bakery-${name}`,
-    protocol: RESP_PROTOCOL,
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    // A tool is run by a person who wants an answer: no reconnecting for minutes.
-    retryStrategy: () => null,
-  })
-  redis.on('error', () => undefined)
+  const logger = createLogger(`bakery-${name}`, 'silent')
+  const redis = connectRedis(config, logger, { failFast: true, name, once: true })
   try {
     try {
       await redis.connect()
     } catch (error) {
       io.stderr.write(
-        `bakery ${name}: cannot reach Redis at ${redact(config.REDIS_URL)} (${describeError(error)}); is it running?\n`,
+        `bakery ${name}: cannot reach ${describeTarget(config)} (${describeError(error)}); is it running?\n`,
       )
       return 1
     }
-    return await body({ config, redis, keys: keys(config.BAKERY_NAMESPACE) })
+    const toolKeys = keys(config.BAKERY_NAMESPACE, config.BAKERY_PARTITIONS)
+    await claimPartitionLayout(redis, toolKeys)
+    return await body({ config, redis, keys: toolKeys })
   } catch (error) {
     if (error instanceof UsageError) {
       io.stderr.write(`bakery ${name}: ${error.message}\n\n${usage}`)
       return 2
     }
     io.stderr.write(`bakery ${name}: ${describeError(error)}\n`)
-    return 1
+    return error instanceof PartitionMismatch ? 78 : 1
   } finally {
     redis.disconnect()
   }

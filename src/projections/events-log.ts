@@ -1,9 +1,15 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import { OrderKey, orderEvents } from '../messages'
 import { MalformedEntry } from '../platform/errors'
-import type { Keys } from '../platform/keys'
-import { compareStreamIds } from '../platform/redis'
-import { decodeLogEntry, lastLogId, readLog, type LogEntry, type LogEvent } from './log-entries'
+import type { PartitionKeys } from '../platform/keys'
+import { compareStreamIds, duplicateClient } from '../platform/redis'
+import {
+  decodeLogEntry,
+  lastLogId,
+  readMergedLog,
+  type LogEntry,
+  type LogEvent,
+} from './log-entries'
 import { describeEvent } from './order-history'
 import {
   interruptSignal,
@@ -157,27 +163,27 @@ export async function runEvents(
       return shown < limit
     }
 
-    // Where following starts if the slice reads nothing: the end of the log as it is now.
-    let lastId = (await lastLogId(redis, keys)) ?? '0-0'
+    // An order's events are all in its partition: the others need not be read.
+    const partitions = values.order === undefined ? keys.partitions : [keys.of(values.order)]
+    // Where following starts in each partition if the slice reads nothing there: its end now.
+    const after = await Promise.all(
+      partitions.map(async (p) => (await lastLogId(redis, p)) ?? '0-0'),
+    )
+    const read = (partition: number, id: string) => {
+      const i = partitions.findIndex((p) => p.index === partition)
+      if (compareStreamIds(id, after[i]!) > 0) after[i] = id
+    }
     let more = true
-    for await (const batch of readLog(redis, keys, { start, end, batchSize: BATCH })) {
-      for (const entry of batch.entries) if (!(more = print(entry))) break
-      if (!more) break
-      lastId = batch.lastId
+    const range = { start, end, batchSize: BATCH }
+    for await (const { partition, entry } of readMergedLog(redis, partitions, range)) {
+      read(partition, entry.streamId)
+      if (!(more = print(entry))) break
     }
 
     if (values.follow && more) {
       const { signal, release } = interruptSignal(io)
       try {
-        await follow(
-          redis,
-          keys,
-          lastId,
-          start,
-          signal,
-          (entry) => (more = print(entry)),
-          () => more,
-        )
+        await follow(redis, partitions, after, start, signal, (entry) => (more = print(entry)))
       } finally {
         release()
       }
@@ -189,42 +195,47 @@ export async function runEvents(
   })
 }
 
-/** Tails the global log after `after` until `signal` aborts or `wantsMore` says stop. */
+/**
+ * Tails the partitions' global logs, each after its id in `after`, until `signal` aborts or
+ * `print` returns false. Each partition is followed by a blocking XREAD on a connection of its own
+ * (a blocked read holds its connection; on a Redis Cluster one read cannot wait on several
+ * partitions), and its entries are printed as they come.
+ */
 async function follow(
-  redis: Redis,
-  keys: Keys,
-  after: string,
+  redis: RedisClient,
+  partitions: readonly PartitionKeys[],
+  after: string[],
   start: string,
   signal: AbortSignal,
-  print: (entry: LogEntry) => void,
-  wantsMore: () => boolean,
+  print: (entry: LogEntry) => boolean,
 ): Promise<void> {
-  // A blocked XREAD holds its connection; the main one stays free for everything else.
-  const reader = redis.duplicate()
-  reader.on('error', () => undefined)
-  let lastId = after
-  try {
-    while (!signal.aborted && wantsMore()) {
-      const result = await reader.xread(
+  const readers = partitions.map(() => duplicateClient(redis))
+  let done = false
+  const tail = async (partition: PartitionKeys, i: number) => {
+    const reader = readers[i]!
+    while (!signal.aborted && !done) {
+      const reply = await reader.xread(
         'COUNT',
         BATCH,
         'BLOCK',
         FOLLOW_BLOCK_MS,
         'STREAMS',
-        keys.events,
-        lastId,
+        partition.events,
+        after[i]!,
       )
-      if (!result) continue
-      for (const [, entries] of result)
+      for (const [, entries] of reply ?? [])
         for (const [id, fields] of entries) {
-          lastId = id
+          after[i] = id
           // --from in the future: entries before it are not shown, even when following.
           if (start !== '-' && compareStreamIds(id, start) < 0) continue
-          if (signal.aborted || !wantsMore()) return
-          print(decodeLogEntry(id, fields))
+          if (signal.aborted || done) return
+          if (!print(decodeLogEntry(id, fields))) done = true
         }
     }
+  }
+  try {
+    await Promise.all(partitions.map(tail))
   } finally {
-    reader.disconnect()
+    for (const reader of readers) reader.disconnect()
   }
 }

@@ -1,9 +1,9 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import { orderEvents } from '../messages'
 import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
-import type { Keys } from '../platform/keys'
-import { fieldRecord } from '../platform/redis'
+import type { PartitionKeys } from '../platform/keys'
+import { compareStreamIds, fieldRecord } from '../platform/redis'
 
 /** One entry of the global log, decoded; `order` is the order it belongs to. */
 export interface LogEvent extends StoredOrderEvent {
@@ -57,15 +57,15 @@ export interface LogRange {
 }
 
 /**
- * Reads the global log in batches of `batchSize`, oldest first: however long the log, only two
+ * Reads a partition's global log in batches of `batchSize`, oldest first: however long the log, only two
  * batches are held at a time, the one being used and the next, read ahead meanwhile.
  */
 export async function* readLog(
-  redis: Redis,
-  keys: Keys,
+  redis: RedisClient,
+  partition: PartitionKeys,
   { start = '-', end = '+', batchSize }: LogRange,
 ): AsyncGenerator<LogBatch> {
-  const read = (from: string) => redis.xrange(keys.events, from, end, 'COUNT', batchSize)
+  const read = (from: string) => redis.xrange(partition.events, from, end, 'COUNT', batchSize)
   let next: Promise<[string, string[]][]> | undefined = read(start)
   try {
     while (next) {
@@ -82,8 +82,55 @@ export async function* readLog(
   }
 }
 
-/** The id of the newest entry of the global log, or undefined when it is empty. */
-export async function lastLogId(redis: Redis, keys: Keys): Promise<string | undefined> {
-  const [newest] = await redis.xrevrange(keys.events, '+', '-', 'COUNT', 1)
+/** The id of the newest entry of a partition's global log, or undefined when it is empty. */
+export async function lastLogId(
+  redis: RedisClient,
+  partition: PartitionKeys,
+): Promise<string | undefined> {
+  const [newest] = await redis.xrevrange(partition.events, '+', '-', 'COUNT', 1)
   return newest?.[0]
+}
+
+/**
+ * The global logs of several partitions as one, oldest first by entry id. Each partition's ids come
+ * from the clock of the Redis that holds it, so across partitions the order is as good as those
+ * clocks agree; within an order (one partition) it is exact.
+ */
+export async function* readMergedLog(
+  redis: RedisClient,
+  partitions: readonly PartitionKeys[],
+  range: LogRange,
+): AsyncGenerator<{ readonly partition: number; readonly entry: LogEntry }> {
+  const readers = partitions.map((partition) => entriesOf(redis, partition, range))
+  try {
+    const heads = await Promise.all(readers.map((reader) => reader.next()))
+    for (;;) {
+      let oldest: number | undefined
+      for (const [i, head] of heads.entries()) {
+        if (head.done) continue
+        const current = oldest === undefined ? undefined : heads[oldest]!
+        if (
+          !current ||
+          current.done ||
+          compareStreamIds(head.value.streamId, current.value.streamId) < 0
+        )
+          oldest = i
+      }
+      if (oldest === undefined) return
+      const head = heads[oldest]!
+      if (head.done) return
+      yield { partition: partitions[oldest]!.index, entry: head.value }
+      heads[oldest] = await readers[oldest]!.next()
+    }
+  } finally {
+    await Promise.all(readers.map((reader) => reader.return(undefined)))
+  }
+}
+
+async function* entriesOf(
+  redis: RedisClient,
+  partition: PartitionKeys,
+  range: LogRange,
+): AsyncGenerator<LogEntry, void, undefined> {
+  for await (const batch of readLog(redis, partition, range)) yield* batch.entries
 }

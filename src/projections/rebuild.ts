@@ -1,8 +1,9 @@
-import type { ChainableCommander, Redis } from 'ioredis'
+import type { ChainableCommander } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import type { OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
-import type { Keys } from '../platform/keys'
+import type { Keys, PartitionKeys } from '../platform/keys'
 import { decodeLogEntry, lastLogId, readLog, type LogEvent } from './log-entries'
 import { evolveView, foldView, type VersionedView } from './order-view'
 import { decodeView, type ViewStore } from './view-store'
@@ -35,13 +36,14 @@ export function viewHash({ view, version }: VersionedView): Record<string, strin
 }
 
 /**
- * Folds the global log, up to and including `end`, into view hashes named by `keyFor`. Batches
+ * Folds a partition's global log, up to and including `end`, into view hashes named by `keyFor`
+ * (keys of the same partition). Batches
  * are read, folded and written one at a time, with a bounded cache of the views being built, so
  * memory stays flat however long the log is. The target keys must not be written by anyone else.
  */
 export async function rebuildViews(
-  redis: Redis,
-  keys: Keys,
+  redis: RedisClient,
+  partition: PartitionKeys,
   keyFor: (orderKey: string) => string,
   end: string,
   options: RebuildOptions & { readonly expireSeconds?: number },
@@ -51,7 +53,7 @@ export async function rebuildViews(
   let skipped = 0
   let orders = 0
   let writing: Promise<unknown> | undefined
-  for await (const batch of readLog(redis, keys, { end, batchSize: options.batchSize })) {
+  for await (const batch of readLog(redis, partition, { end, batchSize: options.batchSize })) {
     entries += batch.entries.length
     const events: LogEvent[] = []
     for (const entry of batch.entries) {
@@ -150,7 +152,7 @@ export interface ReplayResult extends RebuildResult {
  * there yet, or is behind, is folded from its stream: never a 404, never an older state.
  */
 export async function replayReadModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keys,
   store: OrderEventStore,
   views: ViewStore,
@@ -160,58 +162,79 @@ export async function replayReadModel(
   },
 ): Promise<ReplayResult> {
   const lock = await holdReplayLock(redis, keys, options.lockTtlMs ?? LOCK_TTL_MS)
-  const { token: next, live: current } = lock
-  let flipped = false
+  const { token: next, live } = lock
+  const flipped = new Set<number>()
   try {
-    await unlinkOtherGenerations(redis, keys, current)
+    for (const partition of keys.partitions)
+      await unlinkOtherGenerations(redis, partition, live[partition.index]!)
 
-    const end = await lastLogId(redis, keys)
-    const fenced = {
-      ...options,
-      onProgress: async (read: number) => {
-        lock.check()
-        await options.onProgress(read)
-      },
+    const ends = await Promise.all(keys.partitions.map((p) => lastLogId(redis, p)))
+    let built: RebuildResult = { entries: 0, skipped: 0, orders: 0 }
+    for (const partition of keys.partitions) {
+      const end = ends[partition.index]
+      if (!end) continue
+      const before = built.entries
+      const fenced = {
+        ...options,
+        onProgress: async (read: number) => {
+          lock.check()
+          await options.onProgress(before + read)
+        },
+      }
+      const keyFor = (order: string) => partition.view(order, next)
+      const part = await rebuildViews(redis, partition, keyFor, end, fenced)
+      built = {
+        entries: built.entries + part.entries,
+        skipped: built.skipped + part.skipped,
+        orders: built.orders + part.orders,
+      }
     }
-    const built = end
-      ? await rebuildViews(redis, keys, (order) => keys.view(order, next), end, fenced)
-      : { entries: 0, skipped: 0, orders: 0 }
 
     lock.check()
-    const flip = await lock.flip()
-    if (flip === 'lost')
-      throw new ReplayLockLost('the replay lost its lock before the swap; nothing was swapped in')
-    if (flip === 'moved')
-      throw new ReplayInProgress('the live generation changed during the replay; run it again')
-    flipped = true
+    for (const partition of keys.partitions) {
+      const flip = await lock.flip(partition)
+      if (flip === 'lost')
+        throw new ReplayLockLost('the replay lost its lock before the swap; nothing was swapped in')
+      if (flip === 'moved')
+        throw new ReplayInProgress('the live generation changed during the replay; run it again')
+      flipped.add(partition.index)
+    }
 
     let caughtUp = 0
     let skipped = built.skipped
-    for await (const batch of readLog(redis, keys, {
-      start: end ? `(${end}` : '-',
-      batchSize: options.batchSize,
-    })) {
-      caughtUp += batch.entries.length
-      const orders = new Set<OrderKey>()
-      for (const entry of batch.entries) {
-        if (entry instanceof MalformedEntry) {
-          skipped += 1
-          options.onSkip(entry)
-        } else orders.add(entry.event.orderKey)
+    for (const partition of keys.partitions) {
+      const end = ends[partition.index]
+      const start = end ? `(${end}` : '-'
+      for await (const batch of readLog(redis, partition, {
+        start,
+        batchSize: options.batchSize,
+      })) {
+        caughtUp += batch.entries.length
+        const orders = new Set<OrderKey>()
+        for (const entry of batch.entries) {
+          if (entry instanceof MalformedEntry) {
+            skipped += 1
+            options.onSkip(entry)
+          } else orders.add(entry.event.orderKey)
+        }
+        await Promise.all(
+          [...orders].map(async (order) => {
+            const folded = await foldOrderStream(store, order)
+            if (folded) await views.save(order, folded)
+          }),
+        )
       }
-      await Promise.all(
-        [...orders].map(async (order) => {
-          const folded = await foldOrderStream(store, order)
-          if (folded) await views.save(order, folded)
-        }),
-      )
     }
 
-    await unlinkMatching(redis, generationPattern(keys, current))
+    for (const partition of keys.partitions)
+      await unlinkMatching(redis, generationPattern(partition, live[partition.index]!))
     return { ...built, skipped, generation: next, caughtUp }
   } catch (error) {
-    // What this replay built and never swapped in goes now if it can (else on the next run).
-    if (!flipped) await unlinkMatching(redis, generationPattern(keys, next)).catch(() => undefined)
+    // What this replay built and never swapped in goes now if it can (else on the next run). A
+    // partition it did flip keeps the new generation: it is complete, as the old one was.
+    for (const partition of keys.partitions)
+      if (!flipped.has(partition.index))
+        await unlinkMatching(redis, generationPattern(partition, next)).catch(() => undefined)
     throw error
   } finally {
     await lock.release()

@@ -1,25 +1,30 @@
-import type { Redis, Result } from 'ioredis'
-import type { Keys } from '../platform/keys'
+import type { Result } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
+import type { Keys, PartitionKeys } from '../platform/keys'
+import { liveGeneration } from './generations'
 
-// Takes the replay lock if it is free. Its value is a fencing token: a number drawn from a counter
-// that only grows, and above the live generation, so it also names the generation this replay
-// builds. Returns the token and the live generation, or nil when another replay holds the lock.
+// Takes the replay lock (KEYS[1]) if it is free. Its value is a fencing token: a number drawn from
+// a counter (KEYS[2]) that only grows, and above every partition's live generation (ARGV[2], the
+// highest), so it also names the generation this replay builds. Returns the token, or nil when
+// another replay holds the lock.
 const ACQUIRE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-local live = tonumber(redis.call('GET', KEYS[3]) or '0')
 local token = redis.call('INCR', KEYS[2])
-if token <= live then
-  token = live + 1
+if token <= tonumber(ARGV[2]) then
+  token = tonumber(ARGV[2]) + 1
   redis.call('SET', KEYS[2], token)
 end
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return {token, live}
+return token
 `
-// Makes the built generation live, only for the replay whose token the lock still holds, and only
-// if the live generation is still the one it started from.
+// Makes the built generation (ARGV[1], the token) live in one partition: its pointer KEYS[1] and
+// its fence KEYS[2], the highest token that flipped it, share the partition's hash tag. A replay
+// whose token is below the fence lost to a newer one ('lost'); a pointer that is no longer the
+// generation the replay started from (ARGV[2]) moved under it ('moved').
 const FLIP = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 'moved' end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[1]) then return 'lost' end
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then return 'moved' end
+redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[1])
 return 'flipped'
 `
@@ -35,12 +40,12 @@ declare module 'ioredis' {
     bakeryAcquireReplay(
       lock: string,
       fence: string,
-      pointer: string,
       ttlMs: number,
-    ): Result<[token: number, live: number] | null, Context>
+      highestLive: number,
+    ): Result<number | null, Context>
     bakeryFlipGeneration(
-      lock: string,
       pointer: string,
+      fence: string,
       token: number,
       from: number,
     ): Result<'lost' | 'moved' | 'flipped', Context>
@@ -59,31 +64,35 @@ export class ReplayLockLost extends Error {
 
 export const LOCK_TTL_MS = 30_000
 
-const defined = new WeakSet<Redis>()
+const defined = new WeakSet<RedisClient>()
 
 /** Registers the lock's scripts on `redis`, once per client. */
-function defineLockScripts(redis: Redis): void {
+function defineLockScripts(redis: RedisClient): void {
   if (defined.has(redis)) return
-  redis.defineCommand('bakeryAcquireReplay', { numberOfKeys: 3, lua: ACQUIRE })
+  redis.defineCommand('bakeryAcquireReplay', { numberOfKeys: 2, lua: ACQUIRE })
   redis.defineCommand('bakeryFlipGeneration', { numberOfKeys: 2, lua: FLIP })
   redis.defineCommand('bakeryRenewLock', { numberOfKeys: 1, lua: RENEW })
   defined.add(redis)
 }
 
-/** The replay lock, renewed in the background; `check` throws once a renewal failed. */
-export async function holdReplayLock(redis: Redis, keys: Keys, ttlMs: number) {
+/**
+ * The replay lock, renewed in the background; `check` throws once a renewal failed. `live` is each
+ * partition's live generation when the lock was taken (a replay that stopped halfway through its
+ * flips leaves partitions on different ones).
+ */
+export async function holdReplayLock(redis: RedisClient, keys: Keys, ttlMs: number) {
   defineLockScripts(redis)
-  const acquired = await redis.bakeryAcquireReplay(
+  const live = await Promise.all(keys.partitions.map((p) => liveGeneration(redis, p)))
+  const token = await redis.bakeryAcquireReplay(
     keys.replayLock,
     keys.replayFence,
-    keys.viewGeneration,
     ttlMs,
+    Math.max(...live),
   )
-  if (!acquired)
+  if (token === null)
     throw new ReplayInProgress(
       `another replay is running in this namespace (it holds ${keys.replayLock}); try again when it finished`,
     )
-  const [token, live] = acquired
   let lost: string | undefined
   // A renewal that fails, for whatever reason, ends the replay: past that point another replay
   // may hold the lock, and only the holder may swap.
@@ -105,10 +114,21 @@ export async function holdReplayLock(redis: Redis, keys: Keys, ttlMs: number) {
         throw new ReplayLockLost(`the replay lost its lock: ${lost}; nothing was swapped in`)
     },
     /**
-     * Makes the generation this replay built live, only while the lock holds this replay's token,
-     * and only if the live generation is still the one it started from.
+     * Makes the generation this replay built live in one partition, only while the lock holds
+     * this replay's token (checked just before), no newer replay flipped the partition (its fence,
+     * checked in the same atomic step as the flip), and its live generation is still the one the
+     * replay started from.
      */
-    flip: () => redis.bakeryFlipGeneration(keys.replayLock, keys.viewGeneration, token, live),
+    flip: async (partition: PartitionKeys): Promise<'lost' | 'moved' | 'flipped'> => {
+      if ((await redis.get(keys.replayLock)) !== String(token)) return 'lost'
+      const from = live[partition.index]!
+      return redis.bakeryFlipGeneration(
+        partition.viewGeneration,
+        partition.generationFence,
+        token,
+        from,
+      )
+    },
     release: async () => {
       clearInterval(renew)
       await redis.bakeryRenewLock(keys.replayLock, String(token), 0).catch(() => undefined)

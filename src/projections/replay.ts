@@ -96,7 +96,8 @@ export async function runReplay(
     const batchSize = positiveInt('batch', values.batch, 2000)
     const store = orderEventStore(redis, keys)
     const views = new ViewStore(redis, keys)
-    const total = await redis.xlen(keys.events)
+    const lengths = await Promise.all(keys.partitions.map((p) => redis.xlen(p.events)))
+    const total = lengths.reduce((sum, length) => sum + length, 0)
     const label = values.verify ? 'verify' : 'replay'
     // A report interrupts the progress bar's line rather than being appended to it.
     const clearLine = io.stderr.isTTY ? '\r\u001b[K' : ''

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import type { OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
-import type { Keys } from '../platform/keys'
+import type { Keys, PartitionKeys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { forEachScan, generationPattern, liveGeneration, unlinkMatching } from './generations'
 import { lastLogId, type LogEvent } from './log-entries'
@@ -76,32 +76,55 @@ export interface VerifyResult extends RebuildResult {
  * is not reported, nor one whose view waits for its OrderBaked by design (`lagsByDesign`).
  */
 export async function verifyReadModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keys,
   store: OrderEventStore,
   views: ViewStore,
   options: RebuildOptions & { readonly onDifference: (difference: ViewDifference) => void },
 ): Promise<VerifyResult> {
-  const prefix = keys.scratch(`verify-${randomBytes(6).toString('hex')}`)
+  const label = `verify-${randomBytes(6).toString('hex')}`
+  // SCAN may return a key twice; a difference is reported once.
+  const reported = new Set<string>()
+  const confirm = async (candidate: ViewDifference) => {
+    const order = candidate.orderKey as OrderKey
+    if (reported.has(order)) return
+    const [history, live] = await Promise.all([orderStreamEvents(store, order), views.raw(order)])
+    const folded = foldView(history)
+    const now = diffViews(order, folded ? viewHash(folded) : {}, live)
+    if (!now || lagsByDesign(history, live)) return
+    reported.add(order)
+    options.onDifference(now)
+  }
+  const total = { entries: 0, skipped: 0, orders: 0 }
+  for (const partition of keys.partitions) {
+    const before = total.entries
+    const built = await verifyPartition(redis, partition, label, confirm, {
+      ...options,
+      onProgress: (read) => options.onProgress(before + read),
+    })
+    total.entries += built.entries
+    total.skipped += built.skipped
+    total.orders += built.orders
+  }
+  return { ...total, differences: reported.size }
+}
+
+/** verifyReadModel for one partition: candidates for a difference go to `confirm`. */
+async function verifyPartition(
+  redis: RedisClient,
+  partition: PartitionKeys,
+  label: string,
+  confirm: (candidate: ViewDifference) => Promise<void>,
+  options: RebuildOptions,
+): Promise<RebuildResult> {
+  const prefix = partition.scratch(label)
   const scratch = (order: string) => `${prefix}${order}`
   try {
-    const generation = await liveGeneration(redis, keys)
-    const end = await lastLogId(redis, keys)
+    const generation = await liveGeneration(redis, partition)
+    const end = await lastLogId(redis, partition)
     const built = end
-      ? await rebuildViews(redis, keys, scratch, end, { ...options, expireSeconds: 3600 })
+      ? await rebuildViews(redis, partition, scratch, end, { ...options, expireSeconds: 3600 })
       : { entries: 0, skipped: 0, orders: 0 }
-    // SCAN may return a key twice; a difference is reported once.
-    const reported = new Set<string>()
-    const confirm = async (candidate: ViewDifference) => {
-      const order = candidate.orderKey as OrderKey
-      if (reported.has(order)) return
-      const [history, live] = await Promise.all([orderStreamEvents(store, order), views.raw(order)])
-      const folded = foldView(history)
-      const now = diffViews(order, folded ? viewHash(folded) : {}, live)
-      if (!now || lagsByDesign(history, live)) return
-      reported.add(order)
-      options.onDifference(now)
-    }
 
     // Every rebuilt view against the live one.
     await forEachScan(redis, `${prefix}*`, async (found) => {
@@ -109,7 +132,7 @@ export async function verifyReadModel(
       const reads = redis.pipeline()
       for (const [i, order] of orders.entries()) {
         reads.hgetall(found[i]!)
-        reads.bakeryGetView(keys.viewGeneration, keys.viewPrefix, order)
+        reads.bakeryGetView(partition.viewGeneration, partition.viewPrefix, order)
       }
       const replies = await results<Record<string, string> | string[]>(reads)
       const candidates = orders.flatMap((order, i) => {
@@ -126,8 +149,8 @@ export async function verifyReadModel(
     })
 
     // Every live view the rebuild does not have.
-    const livePrefix = keys.view('', generation)
-    await forEachScan(redis, generationPattern(keys, generation), async (found) => {
+    const livePrefix = partition.view('', generation)
+    await forEachScan(redis, generationPattern(partition, generation), async (found) => {
       const orders = found.map((key) => key.slice(livePrefix.length))
       const checks = redis.pipeline()
       for (const order of orders) checks.exists(scratch(order))
@@ -135,7 +158,7 @@ export async function verifyReadModel(
       for (const [i, order] of orders.entries())
         if (exists[i] === 0) await confirm({ orderKey: order, kind: 'unexpected', fields: [] })
     })
-    return { ...built, differences: reported.size }
+    return built
   } finally {
     await unlinkMatching(redis, `${prefix}*`)
   }

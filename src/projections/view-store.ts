@@ -1,5 +1,6 @@
 import { isLeft } from 'fp-ts/lib/Either'
-import type { Redis, Result } from 'ioredis'
+import type { Result } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import type { OrderKey } from '../messages'
 import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
 import { liveViewKeyLua, type Keys } from '../platform/keys'
@@ -75,7 +76,7 @@ const toStoredEvent = ([id, fields]: [string, string[]]) => decodeOrderEntry(id,
 /** The read model: one Redis hash per order, in the live generation. */
 export class ViewStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
   ) {
     redis.defineCommand('bakerySaveView', { numberOfKeys: 1, lua: SAVE_IF_NEWER })
@@ -86,7 +87,7 @@ export class ViewStore {
   /** Saves the view unless a view at the same or a later version is stored; says whether it did. */
   async save(orderKey: OrderKey, { view, version }: VersionedView): Promise<boolean> {
     const fields = Object.entries(view).flat()
-    const { viewGeneration, viewPrefix } = this.keys
+    const { viewGeneration, viewPrefix } = this.keys.of(orderKey)
     const saved = await this.redis.bakerySaveView(
       viewGeneration,
       viewPrefix,
@@ -116,18 +117,15 @@ export class ViewStore {
   }
 
   private getWithTail(orderKey: OrderKey, from: 'after-view' | 'all') {
-    const { viewGeneration, viewPrefix } = this.keys
-    const stream = this.keys.orderStream(orderKey)
+    const { viewGeneration, viewPrefix, orderStream } = this.keys.of(orderKey)
+    const stream = orderStream(orderKey)
     return this.redis.bakeryGetViewWithTail(viewGeneration, stream, viewPrefix, orderKey, from)
   }
 
   /** The stored hash as it is, undecoded (empty when there is none): for `bakery replay --verify`. */
   async raw(orderKey: OrderKey): Promise<Record<string, string>> {
-    const flat = await this.redis.bakeryGetView(
-      this.keys.viewGeneration,
-      this.keys.viewPrefix,
-      orderKey,
-    )
+    const { viewGeneration, viewPrefix } = this.keys.of(orderKey)
+    const flat = await this.redis.bakeryGetView(viewGeneration, viewPrefix, orderKey)
     return fieldRecord(flat)
   }
 }

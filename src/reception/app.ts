@@ -23,7 +23,7 @@ import {
 } from './contract'
 import { limitInFlight } from './in-flight'
 import { decodeOrThrow, readJsonObject } from './json-body'
-import type { OrderFeed } from './order-feed'
+import type { OrderUpdates } from './order-feed'
 import {
   findOrder,
   IdempotencyKeyReused,
@@ -44,7 +44,7 @@ export interface AppDeps extends OrdersDeps {
   /** Whether the reception can serve (it needs Redis), and the broker's state. */
   readonly readiness: () => Readiness
   /** Order changes as Redis has them, for GET /orders/:key/updates. */
-  readonly feed: OrderFeed
+  readonly feed: OrderUpdates
   readonly settings: {
     /** SSE_HEARTBEAT_MS */
     readonly heartbeatMs: number

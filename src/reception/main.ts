@@ -10,18 +10,28 @@ import { bakery } from '../wiring'
 import { ViewStore } from '../projections/view-store'
 import { createApp } from './app'
 import { answerClientError } from './client-error'
-import { OrderFeed } from './order-feed'
+import { OrderFeed, type OrderUpdates } from './order-feed'
 import { randomOrderKey } from './orders'
 
 export async function runReception(config: Config, logger: Logger): Promise<void> {
   const service = await startService({ config, logger, domain: bakery, relay: true })
-  // One blocking connection serves every update stream of this reception (see order-feed.ts).
-  const feed = new OrderFeed({
-    reader: connectRedis(config.REDIS_URL, logger, { failFast: false, name: 'order-updates' }),
-    store: service.store,
-    logger,
+  // One blocking connection per partition serves every update stream of this reception (see
+  // order-feed.ts); an order's watchers go to its partition's feed.
+  const { partitions } = service.keys
+  const feeds = partitions.map((partition) => {
+    const name = partitions.length === 1 ? 'order-updates' : `order-updates-p${partition.index}`
+    return new OrderFeed({
+      reader: connectRedis(config, logger, { failFast: false, name }),
+      log: partition.events,
+      store: service.store,
+      logger,
+    })
   })
-  feed.start()
+  for (const partitionFeed of feeds) partitionFeed.start()
+  const feed: OrderUpdates = {
+    subscribe: (orderKey, version, subscriber) =>
+      feeds[service.keys.of(orderKey).index]!.subscribe(orderKey, version, subscriber),
+  }
   const app = createApp({
     store: service.store,
     views: new ViewStore(service.redis, service.keys),
@@ -63,7 +73,7 @@ export async function runReception(config: Config, logger: Logger): Promise<void
     // streams end at once: their clients reconnect, with Last-Event-ID, to another replica.
     const closed = new Promise((resolve) => server.close(resolve))
     server.closeIdleConnections()
-    await feed.stop()
+    await Promise.all(feeds.map((partitionFeed) => partitionFeed.stop()))
     await closed
     await service.stop()
   })

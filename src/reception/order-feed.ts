@@ -1,9 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import type { OrderKey } from '../messages'
 import { decodeOrderEntry, type OrderEventStore, type StoredOrderEvent } from '../wiring'
 import type { Logger } from '../platform/logger'
 import { delayAfter, reconnecting } from '../platform/backoff'
+
+/** What an update stream needs of the feed: to be told an order's events after a version. */
+export interface OrderUpdates {
+  subscribe(orderKey: OrderKey, version: number, subscriber: Subscriber): () => void
+}
 
 /** Someone waiting for an order's next events. */
 export interface Subscriber {
@@ -15,7 +20,9 @@ export interface Subscriber {
 
 export interface OrderFeedOptions {
   /** A connection of its own: the feed blocks on it. */
-  readonly reader: Redis
+  readonly reader: RedisClient
+  /** The global log it follows: one partition's (PartitionKeys.events). */
+  readonly log: string
   /** Reads an order's stream when a subscriber must catch up. */
   readonly store: OrderEventStore
   readonly logger: Logger
@@ -41,7 +48,7 @@ const BATCH = 1000
  * memory: a reception costs Redis one blocking read however many orders are watched, and a new
  * watcher costs one read of its order's stream (to catch up) and nothing after.
  */
-export class OrderFeed {
+export class OrderFeed implements OrderUpdates {
   private readonly watches = new Map<OrderKey, Set<Watch>>()
   private readonly log: Logger
   private running: Promise<void> | undefined
@@ -139,7 +146,7 @@ export class OrderFeed {
   }
 
   private async loop(): Promise<void> {
-    const { reader, store } = this.options
+    const { reader } = this.options
     let failures = 0
     while (!this.stopping) {
       if (this.count === 0) {
@@ -152,7 +159,7 @@ export class OrderFeed {
       }
       try {
         if (this.cursor === undefined) {
-          const [last] = await reader.xrevrange(store.keys.events, '+', '-', 'COUNT', 1)
+          const [last] = await reader.xrevrange(this.options.log, '+', '-', 'COUNT', 1)
           this.cursor = last?.[0] ?? '0-0'
           this.following.resolve()
         }
@@ -162,7 +169,7 @@ export class OrderFeed {
           'BLOCK',
           this.options.blockMs ?? 5000,
           'STREAMS',
-          store.keys.events,
+          this.options.log,
           this.cursor,
         )
         for (const [, entries] of reply ?? []) this.dispatch(entries)

@@ -66,11 +66,17 @@ export async function placeOrderOnce(
   request: OrderRequest,
   idempotency: Idempotency,
 ): Promise<Placed> {
-  const { orderKey, events, outbox, view } = newOrder(deps, request)
+  // The claim and the order are written in one script, so they must share a partition: the
+  // claim's is the key's, and the order takes a key that falls in it (P tries on average).
+  const digest = sha256(idempotency.key)
+  const partition = deps.store.keys.of(digest)
+  let newKey = deps.newOrderKey()
+  while (deps.store.keys.of(newKey) !== partition) newKey = deps.newOrderKey()
+  const { orderKey, events, outbox, view } = newOrder(deps, request, newKey)
   // The request as decoded (trimmed), so a retry that differs only in spacing is the same order.
   const fingerprint = sha256(JSON.stringify([request.customer, request.pastry]))
   const claim = {
-    key: deps.store.keys.idempotency(sha256(idempotency.key)),
+    key: partition.idempotency(digest),
     value: `${fingerprint} ${orderKey}`,
     ttlSeconds: idempotency.ttlSeconds,
   }
@@ -86,8 +92,7 @@ export async function placeOrderOnce(
 }
 
 /** OrderPlaced for the log, PlaceOrder for the baker, and the view the order starts with. */
-function newOrder(deps: OrdersDeps, request: OrderRequest) {
-  const orderKey = deps.newOrderKey()
+function newOrder(deps: OrdersDeps, request: OrderRequest, orderKey = deps.newOrderKey()) {
   const order = { orderKey, ...request, orderTime: timestamp(deps.now()) }
   const placed = OrderPlaced.create(order)
   const outbox: OutboxMessage[] = [{ kind: 'command', message: PlaceOrder.create(order) }]

@@ -4,12 +4,12 @@ import type { OrderKey } from '../messages'
 import type { OrderEventStore, StoredOrderEvent } from '../wiring'
 import { metrics } from '../platform/metrics'
 import { evolveView, foldView, type VersionedView } from '../projections/order-view'
-import type { OrderFeed } from './order-feed'
+import type { OrderUpdates } from './order-feed'
 import { problems } from './problem'
 
 export interface UpdatesDeps {
   readonly store: OrderEventStore
-  readonly feed: OrderFeed
+  readonly feed: OrderUpdates
   /** Interval of the comment lines that keep an idle stream open through proxies. */
   readonly heartbeatMs: number
   readonly limits: StreamLimits

@@ -1,5 +1,5 @@
 import amqp, { type ChannelModel } from 'amqplib'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../platform/redis'
 import { redact } from '../platform/config'
 import {
   listDeadLetters,
@@ -101,7 +101,7 @@ async function command(
   argv: readonly string[],
   io: ToolIo,
   broker: Broker,
-  redis: Redis,
+  redis: RedisClient,
   keys: Keys,
 ): Promise<number> {
   const { values, positionals } = parseToolArgs(argv, {

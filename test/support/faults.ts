@@ -26,10 +26,10 @@ export async function whereStuck(
       .filter((line) => /"level":(40|50)/.test(line))
       .slice(-5),
   )
-  const pending = JSON.stringify(await redis.xpending(k.outbox, RELAY_GROUP))
+  const pending = JSON.stringify(await redis.xpending(k.partitions[0]!.outbox, RELAY_GROUP))
   return [
     `unfinished orders by number of events: ${JSON.stringify(byEvents)}`,
-    `outbox: ${await redis.xlen(k.outbox)} entries, pending ${pending}`,
+    `outbox: ${await redis.xlen(k.partitions[0]!.outbox)} entries, pending ${pending}`,
     `queues: ${brokerQueues}`,
     'last warnings:',
     ...warnings,

@@ -21,6 +21,7 @@ export function receptionExtras(
   return {
     feed: new OrderFeed({
       reader,
+      log: keys(namespace).partitions[0]!.events,
       store: orderEventStore(commands, keys(namespace)),
       logger: pino({ level: 'silent' }),
     }),
