@@ -3,7 +3,7 @@ import { orderEvents } from '../messages'
 import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
 import type { Keys } from '../platform/keys'
-import { fieldRecord } from '../platform/redis'
+import { compareStreamIds, fieldRecord } from '../platform/redis'
 
 /** One entry of the global log, decoded; `order` is the order it belongs to. */
 export interface LogEvent extends StoredOrderEvent {
@@ -12,6 +12,24 @@ export interface LogEvent extends StoredOrderEvent {
 
 /** A decoded entry, or the reason it cannot be used (reported with its stream id, then skipped). */
 export type LogEntry = LogEvent | MalformedEntry
+
+/** Which events of the log to show: one order's, one type's, or any. */
+export interface LogFilter {
+  readonly order?: string
+  readonly type?: string
+}
+
+export const matchesFilter = (entry: LogEvent, { order, type }: LogFilter): boolean =>
+  (order === undefined || entry.order === order) &&
+  (type === undefined || entry.event.$name === type)
+
+/** The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if there is one. */
+export function traceIdOf(carrier: Readonly<Record<string, string>>): string | undefined {
+  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(
+    carrier.traceparent ?? '',
+  )
+  return match && !/^0+$/.test(match[1]!) ? match[1] : undefined
+}
 
 const KNOWN_TYPES: ReadonlySet<string> = new Set(orderEvents.map((message) => message.$name))
 
@@ -86,4 +104,55 @@ export async function* readLog(
 export async function lastLogId(redis: Redis, keys: Keys): Promise<string | undefined> {
   const [newest] = await redis.xrevrange(keys.events, '+', '-', 'COUNT', 1)
   return newest?.[0]
+}
+
+export interface LogFollow {
+  /** The id after which to start: the last entry already read. */
+  readonly after: string
+  /** Entries before this stream id are passed over; default none. */
+  readonly start?: string
+  /** Entries per XREAD. */
+  readonly batchSize: number
+  readonly signal: AbortSignal
+}
+
+const FOLLOW_BLOCK_MS = 500
+
+/**
+ * Tails the global log, yielding each entry as it is appended, until `signal` aborts or the reader
+ * stops.
+ */
+export async function* followLog(
+  redis: Redis,
+  keys: Keys,
+  { after, start = '-', batchSize, signal }: LogFollow,
+): AsyncGenerator<LogEntry> {
+  // A blocked XREAD holds its connection; the main one stays free for everything else.
+  const reader = redis.duplicate()
+  reader.on('error', () => undefined)
+  let lastId = after
+  try {
+    while (!signal.aborted) {
+      const result = await reader.xread(
+        'COUNT',
+        batchSize,
+        'BLOCK',
+        FOLLOW_BLOCK_MS,
+        'STREAMS',
+        keys.events,
+        lastId,
+      )
+      if (!result) continue
+      for (const [, entries] of result)
+        for (const [id, fields] of entries) {
+          lastId = id
+          // A start in the future: entries before it are not shown, even when following.
+          if (start !== '-' && compareStreamIds(id, start) < 0) continue
+          if (signal.aborted) return
+          yield decodeLogEntry(id, fields)
+        }
+    }
+  } finally {
+    reader.disconnect()
+  }
 }

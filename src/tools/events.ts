@@ -1,10 +1,16 @@
-import type { Redis } from 'ioredis'
 import { OrderKey, orderEvents } from '../messages'
 import { MalformedEntry } from '../platform/errors'
-import type { Keys } from '../platform/keys'
-import { compareStreamIds } from '../platform/redis'
-import { decodeLogEntry, lastLogId, readLog, type LogEntry, type LogEvent } from './log-entries'
-import { describeEvent } from './order-history'
+import {
+  followLog,
+  lastLogId,
+  matchesFilter,
+  readLog,
+  traceIdOf,
+  type LogEntry,
+  type LogEvent,
+  type LogFilter,
+} from '../projections/log-entries'
+import { describeEvent } from './describe-event'
 import {
   interruptSignal,
   parseTime,
@@ -12,10 +18,9 @@ import {
   positiveInt,
   processIo,
   runTool,
-  traceIdOf,
   UsageError,
   type ToolIo,
-} from '../platform/tool'
+} from './tool'
 
 const USAGE = `Usage: bakery events [--from WHEN] [--to WHEN] [--order KEY] [--type EVENT] [--limit N]
                      [--json] [--follow]
@@ -44,7 +49,6 @@ Examples:
 `
 
 const BATCH = 1000
-const FOLLOW_BLOCK_MS = 500
 
 /** `--from` / `--to` as a stream id bound; a time stands for its whole millisecond. */
 export function parseBound(name: string, text: string, now: number): string {
@@ -138,7 +142,10 @@ export async function runEvents(
     const now = Date.now()
     const start = values.from === undefined ? '-' : parseBound('from', values.from, now)
     const end = values.to === undefined ? '+' : parseBound('to', values.to, now)
-    const type = values.type === undefined ? undefined : parseType(values.type)
+    const filter: LogFilter = {
+      order: values.order,
+      type: values.type === undefined ? undefined : parseType(values.type),
+    }
     const limit = positiveInt('limit', values.limit, Number.POSITIVE_INFINITY)
 
     let shown = 0
@@ -149,8 +156,7 @@ export async function runEvents(
         io.stderr.write(`skipped ${entry.message}\n`)
         return true
       }
-      if (values.order !== undefined && entry.order !== values.order) return true
-      if (type !== undefined && entry.event.$name !== type) return true
+      if (!matchesFilter(entry, filter)) return true
       if (shown === 0 && !values.json) io.stdout.write(eventsHeader())
       io.stdout.write(values.json ? `${JSON.stringify(eventJson(entry))}\n` : eventRow(entry))
       shown += 1
@@ -169,15 +175,13 @@ export async function runEvents(
     if (values.follow && more) {
       const { signal, release } = interruptSignal(io)
       try {
-        await follow(
-          redis,
-          keys,
-          lastId,
+        for await (const entry of followLog(redis, keys, {
+          after: lastId,
           start,
+          batchSize: BATCH,
           signal,
-          (entry) => (more = print(entry)),
-          () => more,
-        )
+        }))
+          if (!print(entry)) break
       } finally {
         release()
       }
@@ -187,44 +191,4 @@ export async function runEvents(
     )
     return 0
   })
-}
-
-/** Tails the global log after `after` until `signal` aborts or `wantsMore` says stop. */
-async function follow(
-  redis: Redis,
-  keys: Keys,
-  after: string,
-  start: string,
-  signal: AbortSignal,
-  print: (entry: LogEntry) => void,
-  wantsMore: () => boolean,
-): Promise<void> {
-  // A blocked XREAD holds its connection; the main one stays free for everything else.
-  const reader = redis.duplicate()
-  reader.on('error', () => undefined)
-  let lastId = after
-  try {
-    while (!signal.aborted && wantsMore()) {
-      const result = await reader.xread(
-        'COUNT',
-        BATCH,
-        'BLOCK',
-        FOLLOW_BLOCK_MS,
-        'STREAMS',
-        keys.events,
-        lastId,
-      )
-      if (!result) continue
-      for (const [, entries] of result)
-        for (const [id, fields] of entries) {
-          lastId = id
-          // --from in the future: entries before it are not shown, even when following.
-          if (start !== '-' && compareStreamIds(id, start) < 0) continue
-          if (signal.aborted || !wantsMore()) return
-          print(decodeLogEntry(id, fields))
-        }
-    }
-  } finally {
-    reader.disconnect()
-  }
 }
