@@ -29,19 +29,19 @@ interface Tool {
 const tools: Record<string, Tool> = {
   load: {
     summary: 'drives orders into a running reception and reports how they fared',
-    run: async () => (await import('./load.js')).runLoad,
+    run: async () => (await import('./tools/load.js')).runLoad,
   },
   history: {
     summary: "an order's events with times and trace links; --at shows it as it was",
-    run: async () => (await import('./projections/history.js')).runHistory,
+    run: async () => (await import('./tools/history.js')).runHistory,
   },
   events: {
     summary: 'a slice of the global event log, filtered; --follow tails it',
-    run: async () => (await import('./projections/events-log.js')).runEvents,
+    run: async () => (await import('./tools/events.js')).runEvents,
   },
   replay: {
     summary: 'rebuilds the read model from the log and swaps it in; --verify compares',
-    run: async () => (await import('./projections/replay.js')).runReplay,
+    run: async () => (await import('./tools/replay.js')).runReplay,
   },
   'dead-letters': {
     summary: 'dead letters with their reason, message, queue and age; requeue sends them back',

@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { runEvents } from '../src/projections/events-log'
+import { runEvents } from '../src/tools/events'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, uniqueNamespace, waitFor } from './support'
 import { bakery, captureIo, lifecycle, record, seedOrders } from './support/replay'

@@ -1,7 +1,7 @@
 import { after, afterEach, before, describe, it, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
-import { runReplay } from '../src/projections/replay'
+import { runReplay } from '../src/tools/replay'
 import { queues } from '../src/wiring'
 import {
   dropNamespace,

@@ -2,8 +2,8 @@ import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster } from 'ioredis'
 import { keys } from '../src/platform/keys'
-import { runEvents } from '../src/projections/events-log'
-import { runReplay } from '../src/projections/replay'
+import { runEvents } from '../src/tools/events'
+import { runReplay } from '../src/tools/replay'
 import {
   countFinished,
   createVhost,

@@ -2,7 +2,7 @@ import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { liveGeneration } from '../src/projections/generations'
 import { replayReadModel, type RebuildOptions } from '../src/projections/rebuild'
-import { runReplay } from '../src/projections/replay'
+import { runReplay } from '../src/tools/replay'
 import { captureIo, namespaceFactory, seedOrders, type Bakery } from './support/replay'
 
 /**

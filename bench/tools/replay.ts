@@ -17,8 +17,8 @@ import {
 } from '../../src/messages'
 import { orderEventStore } from '../../src/wiring'
 import { keys } from '../../src/platform/keys'
-import { runReplay } from '../../src/projections/replay'
-import type { ToolIo } from '../../src/platform/tool'
+import { runReplay } from '../../src/tools/replay'
+import type { ToolIo } from '../../src/tools/tool'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const ORDERS_PER_CHUNK = 1000

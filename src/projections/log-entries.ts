@@ -3,7 +3,7 @@ import { orderEvents } from '../messages'
 import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
 import type { PartitionKeys } from '../platform/keys'
-import { compareStreamIds, fieldRecord } from '../platform/redis'
+import { compareStreamIds, duplicateClient, fieldRecord } from '../platform/redis'
 
 /** One entry of the global log, decoded; `order` is the order it belongs to. */
 export interface LogEvent extends StoredOrderEvent {
@@ -12,6 +12,24 @@ export interface LogEvent extends StoredOrderEvent {
 
 /** A decoded entry, or the reason it cannot be used (reported with its stream id, then skipped). */
 export type LogEntry = LogEvent | MalformedEntry
+
+/** Which events of the log to show: one order's, one type's, or any. */
+export interface LogFilter {
+  readonly order?: string
+  readonly type?: string
+}
+
+export const matchesFilter = (entry: LogEvent, { order, type }: LogFilter): boolean =>
+  (order === undefined || entry.order === order) &&
+  (type === undefined || entry.event.$name === type)
+
+/** The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if there is one. */
+export function traceIdOf(carrier: Readonly<Record<string, string>>): string | undefined {
+  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(
+    carrier.traceparent ?? '',
+  )
+  return match && !/^0+$/.test(match[1]!) ? match[1] : undefined
+}
 
 const KNOWN_TYPES: ReadonlySet<string> = new Set(orderEvents.map((message) => message.$name))
 
@@ -133,4 +151,83 @@ async function* entriesOf(
   range: LogRange,
 ): AsyncGenerator<LogEntry, void, undefined> {
   for await (const batch of readLog(redis, partition, range)) yield* batch.entries
+}
+
+export interface LogFollow {
+  /** By partition (in the order given), the id after which to start: the last entry read. */
+  readonly after: readonly string[]
+  /** Entries before this stream id are passed over; default none. */
+  readonly start?: string
+  /** Entries per XREAD. */
+  readonly batchSize: number
+  readonly signal: AbortSignal
+}
+
+const FOLLOW_BLOCK_MS = 500
+
+/**
+ * Tails the global logs of `partitions`, yielding each entry as it is appended, until `signal`
+ * aborts or the reader stops. Each partition is followed by a blocking XREAD on a connection of
+ * its own (a blocked read holds its connection, and on a Redis Cluster one read cannot wait on
+ * several partitions); entries come in the order they arrive.
+ */
+export async function* followLog(
+  redis: RedisClient,
+  partitions: readonly PartitionKeys[],
+  { after, start = '-', batchSize, signal }: LogFollow,
+): AsyncGenerator<LogEntry> {
+  const readers = partitions.map(() => duplicateClient(redis))
+  const arrived: LogEntry[] = []
+  let wake: (() => void) | undefined
+  let stopped = false
+  let failure: Error | undefined
+  const tail = async (partition: PartitionKeys, i: number) => {
+    let lastId = after[i] ?? '0-0'
+    while (!signal.aborted && !stopped) {
+      const reply = await readers[i]!.xread(
+        'COUNT',
+        batchSize,
+        'BLOCK',
+        FOLLOW_BLOCK_MS,
+        'STREAMS',
+        partition.events,
+        lastId,
+      )
+      for (const [, entries] of reply ?? [])
+        for (const [id, fields] of entries) {
+          lastId = id
+          // A start in the future: entries before it are not shown, even when following.
+          if (start !== '-' && compareStreamIds(id, start) < 0) continue
+          arrived.push(decodeLogEntry(id, fields))
+        }
+      wake?.()
+    }
+  }
+  const tails = Promise.all(partitions.map(tail)).then(
+    () => undefined,
+    (error: unknown) => {
+      if (!stopped) failure = error instanceof Error ? error : new Error(String(error))
+      wake?.()
+    },
+  )
+  const onAbort = () => wake?.()
+  signal.addEventListener('abort', onAbort)
+  try {
+    for (;;) {
+      for (let entry = arrived.shift(); entry; entry = arrived.shift()) {
+        if (signal.aborted) return
+        yield entry
+      }
+      if (failure) throw failure
+      if (signal.aborted) return
+      // Woken by an arrival, an abort, or at the latest when a blocking read times out.
+      await new Promise<void>((resolve) => (wake = resolve))
+      wake = undefined
+    }
+  } finally {
+    stopped = true
+    signal.removeEventListener('abort', onAbort)
+    for (const reader of readers) reader.disconnect()
+    await tails
+  }
 }

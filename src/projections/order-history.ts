@@ -1,9 +1,8 @@
-import { assertNever, type OrderEvent, type OrderKey } from '../messages'
+import type { OrderEvent, OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
-import { decodeLogEntry, type LogEntry } from './log-entries'
+import { decodeLogEntry, traceIdOf, type LogEntry } from './log-entries'
 import { foldView, type OrderView } from './order-view'
-import { traceIdOf } from '../platform/tool'
 
 /** One event of an order's history, as `bakery history` and `GET /orders/:key/events` show it. */
 export interface HistoryEntry {
@@ -85,18 +84,4 @@ export function stateAt(history: OrderHistory, point: Point): PastState {
       : Date.parse(entry.recordedAt) <= point.ms,
   )
   return { last: upTo[upTo.length - 1], view: foldView(upTo)?.view }
-}
-
-/** One line of what an event says, for a person. */
-export function describeEvent(event: OrderEvent): string {
-  switch (event.$name) {
-    case 'bakery/order-placed':
-      return `${event.customer} ordered ${event.pastry}`
-    case 'bakery/baking-started':
-      return 'a baker started baking'
-    case 'bakery/order-baked':
-      return `baked in ${event.bakeMs} ms${event.mistake ? ', baked twice after a mistake' : ''}`
-    default:
-      return assertNever(event)
-  }
 }

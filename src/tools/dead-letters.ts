@@ -22,7 +22,7 @@ import {
   runTool,
   UsageError,
   type ToolIo,
-} from '../platform/tool'
+} from './tool'
 import { topology } from '../wiring'
 
 /**

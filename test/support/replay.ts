@@ -12,7 +12,7 @@ import {
 import { orderEventStore } from '../../src/wiring'
 import { keys, type Keys } from '../../src/platform/keys'
 import { projectOrder } from '../../src/projections/projector'
-import type { ToolIo } from '../../src/platform/tool'
+import type { ToolIo } from '../../src/tools/tool'
 import { ViewStore } from '../../src/projections/view-store'
 import { randomOrderKey } from '../../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from '.'

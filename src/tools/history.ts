@@ -1,6 +1,7 @@
 import { OrderKey } from '../messages'
 import { orderEventStore } from '../wiring'
-import { describeEvent, readHistory, stateAt, type OrderHistory, type Point } from './order-history'
+import { readHistory, stateAt, type OrderHistory, type Point } from '../projections/order-history'
+import { describeEvent } from './describe-event'
 import {
   formatDuration,
   formatTable,
@@ -11,7 +12,7 @@ import {
   traceUrl,
   UsageError,
   type ToolIo,
-} from '../platform/tool'
+} from './tool'
 
 const USAGE = `Usage: bakery history <orderKey> [--at <version|time>] [--json]
 

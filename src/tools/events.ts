@@ -1,16 +1,17 @@
-import type { RedisClient } from '../platform/redis'
 import { OrderKey, orderEvents } from '../messages'
 import { MalformedEntry } from '../platform/errors'
-import type { PartitionKeys } from '../platform/keys'
-import { compareStreamIds, duplicateClient } from '../platform/redis'
+import { compareStreamIds } from '../platform/redis'
 import {
-  decodeLogEntry,
+  followLog,
   lastLogId,
+  matchesFilter,
   readMergedLog,
+  traceIdOf,
   type LogEntry,
   type LogEvent,
-} from './log-entries'
-import { describeEvent } from './order-history'
+  type LogFilter,
+} from '../projections/log-entries'
+import { describeEvent } from './describe-event'
 import {
   interruptSignal,
   parseTime,
@@ -18,10 +19,9 @@ import {
   positiveInt,
   processIo,
   runTool,
-  traceIdOf,
   UsageError,
   type ToolIo,
-} from '../platform/tool'
+} from './tool'
 
 const USAGE = `Usage: bakery events [--from WHEN] [--to WHEN] [--order KEY] [--type EVENT] [--limit N]
                      [--json] [--follow]
@@ -50,7 +50,6 @@ Examples:
 `
 
 const BATCH = 1000
-const FOLLOW_BLOCK_MS = 500
 
 /** `--from` / `--to` as a stream id bound; a time stands for its whole millisecond. */
 export function parseBound(name: string, text: string, now: number): string {
@@ -144,7 +143,10 @@ export async function runEvents(
     const now = Date.now()
     const start = values.from === undefined ? '-' : parseBound('from', values.from, now)
     const end = values.to === undefined ? '+' : parseBound('to', values.to, now)
-    const type = values.type === undefined ? undefined : parseType(values.type)
+    const filter: LogFilter = {
+      order: values.order,
+      type: values.type === undefined ? undefined : parseType(values.type),
+    }
     const limit = positiveInt('limit', values.limit, Number.POSITIVE_INFINITY)
 
     let shown = 0
@@ -155,8 +157,7 @@ export async function runEvents(
         io.stderr.write(`skipped ${entry.message}\n`)
         return true
       }
-      if (values.order !== undefined && entry.order !== values.order) return true
-      if (type !== undefined && entry.event.$name !== type) return true
+      if (!matchesFilter(entry, filter)) return true
       if (shown === 0 && !values.json) io.stdout.write(eventsHeader())
       io.stdout.write(values.json ? `${JSON.stringify(eventJson(entry))}\n` : eventRow(entry))
       shown += 1
@@ -164,26 +165,24 @@ export async function runEvents(
     }
 
     // An order's events are all in its partition: the others need not be read.
-    const partitions = values.order === undefined ? keys.partitions : [keys.of(values.order)]
+    const partitions = filter.order === undefined ? keys.partitions : [keys.of(filter.order)]
     // Where following starts in each partition if the slice reads nothing there: its end now.
     const after = await Promise.all(
-      partitions.map(async (p) => (await lastLogId(redis, p)) ?? '0-0'),
+      partitions.map(async (partition) => (await lastLogId(redis, partition)) ?? '0-0'),
     )
-    const read = (partition: number, id: string) => {
-      const i = partitions.findIndex((p) => p.index === partition)
-      if (compareStreamIds(id, after[i]!) > 0) after[i] = id
-    }
     let more = true
     const range = { start, end, batchSize: BATCH }
     for await (const { partition, entry } of readMergedLog(redis, partitions, range)) {
-      read(partition, entry.streamId)
+      const i = partitions.findIndex((p) => p.index === partition)
+      if (compareStreamIds(entry.streamId, after[i]!) > 0) after[i] = entry.streamId
       if (!(more = print(entry))) break
     }
 
     if (values.follow && more) {
       const { signal, release } = interruptSignal(io)
       try {
-        await follow(redis, partitions, after, start, signal, (entry) => (more = print(entry)))
+        const follow = { after, start, batchSize: BATCH, signal }
+        for await (const entry of followLog(redis, partitions, follow)) if (!print(entry)) break
       } finally {
         release()
       }
@@ -193,49 +192,4 @@ export async function runEvents(
     )
     return 0
   })
-}
-
-/**
- * Tails the partitions' global logs, each after its id in `after`, until `signal` aborts or
- * `print` returns false. Each partition is followed by a blocking XREAD on a connection of its own
- * (a blocked read holds its connection; on a Redis Cluster one read cannot wait on several
- * partitions), and its entries are printed as they come.
- */
-async function follow(
-  redis: RedisClient,
-  partitions: readonly PartitionKeys[],
-  after: string[],
-  start: string,
-  signal: AbortSignal,
-  print: (entry: LogEntry) => boolean,
-): Promise<void> {
-  const readers = partitions.map(() => duplicateClient(redis))
-  let done = false
-  const tail = async (partition: PartitionKeys, i: number) => {
-    const reader = readers[i]!
-    while (!signal.aborted && !done) {
-      const reply = await reader.xread(
-        'COUNT',
-        BATCH,
-        'BLOCK',
-        FOLLOW_BLOCK_MS,
-        'STREAMS',
-        partition.events,
-        after[i]!,
-      )
-      for (const [, entries] of reply ?? [])
-        for (const [id, fields] of entries) {
-          after[i] = id
-          // --from in the future: entries before it are not shown, even when following.
-          if (start !== '-' && compareStreamIds(id, start) < 0) continue
-          if (signal.aborted || done) return
-          if (!print(decodeLogEntry(id, fields))) done = true
-        }
-    }
-  }
-  try {
-    await Promise.all(partitions.map(tail))
-  } finally {
-    for (const reader of readers) reader.disconnect()
-  }
 }

@@ -1,13 +1,13 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { ConfigError, loadConfig, type Config } from './config'
-import { keys, type Keys } from './keys'
-import { createLogger, describeError } from './logger'
-import { claimPartitionLayout, PartitionMismatch } from './partition-layout'
-import { connectRedis, describeTarget, type RedisClient } from './redis'
+import { ConfigError, loadConfig, type Config } from '../platform/config'
+import { keys, type Keys } from '../platform/keys'
+import { createLogger, describeError } from '../platform/logger'
+import { claimPartitionLayout, PartitionMismatch } from '../platform/partition-layout'
+import { connectRedis, describeTarget, type RedisClient } from '../platform/redis'
 
 /**
- * What the stream-debugging tools (`history`, `replay`, `events`) share: where they write, how they
- * read their arguments and configuration, how they connect, and how they format for a person.
+ * What the command-line tools share: where they write, how they read their arguments and
+ * configuration, how they connect, and how they format for a person.
  */
 
 export interface Output {
@@ -193,14 +193,6 @@ export function formatTable(
       .join('  ')
       .trimEnd()
   return [line(header), ...rows.map(line)].join('\n') + '\n'
-}
-
-/** The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if there is one. */
-export function traceIdOf(carrier: Readonly<Record<string, string>>): string | undefined {
-  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(
-    carrier.traceparent ?? '',
-  )
-  return match && !/^0+$/.test(match[1]!) ? match[1] : undefined
 }
 
 /** Jaeger's page for a trace. */

@@ -1,7 +1,7 @@
 import { orderEventStore } from '../wiring'
 import type { MalformedEntry } from '../platform/errors'
-import { replayReadModel, type RebuildOptions } from './rebuild'
-import { formatDifference, verifyReadModel } from './verify'
+import { replayReadModel, type RebuildOptions } from '../projections/rebuild'
+import { formatDifference, verifyReadModel } from '../projections/verify'
 import {
   formatCount,
   formatDuration,
@@ -12,8 +12,8 @@ import {
   UsageError,
   type Output,
   type ToolIo,
-} from '../platform/tool'
-import { ViewStore } from './view-store'
+} from './tool'
+import { ViewStore } from '../projections/view-store'
 
 const USAGE = `Usage: bakery replay [--verify] [--batch N]
 
