@@ -1,10 +1,10 @@
-import type { RedisClient } from './platform/redis'
 import { OrderBaked, OrderEvent, PlaceOrder, type BusMessage } from './messages'
 import { EventStore } from './platform/event-store'
 import type { Keys } from './platform/keys'
 import type { Domain } from './platform/service'
 import { decodeEntry, type StoredEvent } from './platform/stored-events'
 import type { Topology } from './platform/transport'
+import type { ScriptedRedis } from './platform/scripts'
 
 /*
  * Where Bakery's domain is wired into the platform, whose transport, relay and event store are
@@ -38,7 +38,11 @@ export const bakery: Domain<OrderEvent> = {
 export type OrderEventStore = EventStore<OrderEvent>
 export type StoredOrderEvent = StoredEvent<OrderEvent>
 
-export function orderEventStore(redis: RedisClient, keys: Keys, now?: () => Date): OrderEventStore {
+export function orderEventStore(
+  redis: ScriptedRedis,
+  keys: Keys,
+  now?: () => Date,
+): OrderEventStore {
   return new EventStore(redis, keys, OrderEvent, now)
 }
 

@@ -20,6 +20,7 @@ import { ViewStore } from '../src/projections/view-store'
 import { placeOrder, randomOrderKey } from '../src/reception/orders'
 import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { QUEUE_TYPES, type QueueType } from './support'
+import { withScripts } from '../src/platform/scripts'
 
 const logger = pino({ level: 'silent' })
 const order = (orderKey: OrderKey) => ({
@@ -208,7 +209,7 @@ const theBus = (queueType: QueueType) => () => {
   it('relays again after the outbox and its consumer group were deleted', async () => {
     const received: string[] = []
     const service = await startBaker(async (c) => void received.push(c.orderKey), true)
-    const redis = new Redis(REDIS_URL)
+    const redis = withScripts(new Redis(REDIS_URL))
     try {
       const deps = {
         store: service.store,
@@ -229,7 +230,7 @@ const theBus = (queueType: QueueType) => () => {
   })
 
   it('leaves the read model unchanged when an event is delivered again', async () => {
-    const redis = new Redis(REDIS_URL)
+    const redis = withScripts(new Redis(REDIS_URL))
     const service = await start({ relay: false })
     const views = new ViewStore(redis, service.keys)
     const deps = {

@@ -7,9 +7,10 @@ import { VersionConflict } from '../src/platform/errors'
 import { keys } from '../src/platform/keys'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
+import { withScripts } from '../src/platform/scripts'
 
 const namespace = uniqueNamespace('store')
-const redis = new Redis(REDIS_URL)
+const redis = withScripts(new Redis(REDIS_URL))
 const store = orderEventStore(redis, keys(namespace))
 const placed = (orderKey: OrderKey) =>
   OrderPlaced.create({

@@ -25,6 +25,7 @@ import {
   REDIS_URL,
 } from './support'
 import { QUEUE_TYPES, type QueueType } from './support'
+import { withScripts } from '../src/platform/scripts'
 
 const RETRY = { RETRY_MAX_ATTEMPTS: '4', RETRY_INITIAL_DELAY_MS: '100', RETRY_MAX_DELAY_MS: '400' }
 
@@ -34,7 +35,7 @@ const RETRY = { RETRY_MAX_ATTEMPTS: '4', RETRY_INITIAL_DELAY_MS: '100', RETRY_MA
  * failure is retried with backoff, then dead-lettered; data that can never work is not retried.
  */
 const unhandled = (queueType: QueueType) => () => {
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   let bakery: Awaited<ReturnType<typeof isolatedBakery>>
   let k: Keys
   let store: OrderEventStore

@@ -10,12 +10,13 @@ import { createApp } from '../src/reception/app'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { receptionExtras } from './support/reception'
+import { withScripts } from '../src/platform/scripts'
 
 const TTL_SECONDS = 60
 
 describe('POST /orders with an Idempotency-Key', () => {
   const namespace = uniqueNamespace('idem')
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   const ns = keys(namespace)
   const appWith = (idempotencyTtlSeconds: number) =>
     createApp({

@@ -23,6 +23,7 @@ import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
 import { OpenApiSchemas, pointer } from './support/openapi-schemas'
 import { receptionExtras } from './support/reception'
+import { withScripts } from '../src/platform/scripts'
 
 type Doc = Record<string, unknown>
 const doc = openApiDocument() as Doc
@@ -107,7 +108,7 @@ describe('the OpenAPI document', () => {
 
 describe('what the reception answers matches the OpenAPI document', () => {
   const namespace = uniqueNamespace('openapi')
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   const ns = keys(namespace)
   const store = orderEventStore(redis, ns)
   const base = {
@@ -122,11 +123,13 @@ describe('what the reception answers matches the OpenAPI document', () => {
     readiness: () => ({ ready: true, redis: 'up', rabbitmq: 'up' }),
     ...receptionExtras(redis, redis, namespace),
   })
-  const down = new Redis('redis://127.0.0.1:1', {
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    retryStrategy: () => null,
-  })
+  const down = withScripts(
+    new Redis('redis://127.0.0.1:1', {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    }),
+  )
   down.on('error', () => undefined)
   const downApp = createApp({
     ...base,

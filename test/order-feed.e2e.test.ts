@@ -9,6 +9,7 @@ import { uniqueNamespace, waitFor, rssKb } from './support'
 import { startLoneReception, type LoneReception } from './support/lone-reception'
 import { OwnRedis } from './support/own-redis'
 import { SseClient } from './support/sse'
+import { withScripts } from '../src/platform/scripts'
 
 const STREAMS = 5000
 
@@ -70,7 +71,7 @@ describe('update streams at scale', () => {
   before(async () => {
     redisServer = await OwnRedis.start(['--appendonly', 'no'])
     redis = new Redis(redisServer.url)
-    store = orderEventStore(redis, keys(namespace))
+    store = orderEventStore(withScripts(redis), keys(namespace))
     reception = await startLoneReception(namespace, {
       REDIS_URL: redisServer.url,
       SSE_MAX_STREAMS_PER_CLIENT: String(STREAMS),

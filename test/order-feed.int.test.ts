@@ -8,14 +8,15 @@ import { keys } from '../src/platform/keys'
 import { OrderFeed } from '../src/reception/order-feed'
 import { randomOrderKey } from '../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
+import { withScripts } from '../src/platform/scripts'
 
 const namespace = uniqueNamespace('order-feed')
-const commands = new Redis(REDIS_URL)
+const commands = withScripts(new Redis(REDIS_URL))
 const store = orderEventStore(commands, keys(namespace))
 /** A started feed with a reader connection of its own. */
 function startFeed(): OrderFeed {
   const feed = new OrderFeed({
-    reader: new Redis(REDIS_URL),
+    reader: withScripts(new Redis(REDIS_URL)),
     log: store.keys.partitions[0]!.events,
     store,
     logger: pino({ level: 'silent' }),

@@ -18,11 +18,12 @@ import {
   waitFor,
   type RoleProcess,
 } from './support'
+import { withScripts } from '../src/platform/scripts'
 
 /** The three roles as real processes, started the way the README says. */
 describe('an order, end to end across reception, baker and projector', () => {
   const namespace = uniqueNamespace('e2e')
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   const store = orderEventStore(redis, keys(namespace))
   const roles: RoleProcess[] = []
   let vhost: Awaited<ReturnType<typeof createVhost>>

@@ -11,9 +11,10 @@ import { ViewStore } from '../src/projections/view-store'
 import { BODY_LIMIT_BYTES } from '../src/reception/json-body'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
 import { receptionExtras } from './support/reception'
+import { withScripts } from '../src/platform/scripts'
 
 const namespace = uniqueNamespace('api')
-const redis = new Redis(REDIS_URL)
+const redis = withScripts(new Redis(REDIS_URL))
 const store = orderEventStore(redis, keys(namespace))
 const app = createApp({
   store,
@@ -203,11 +204,13 @@ describe('reception API', () => {
   })
 
   it('503, not 500, when Redis is away, and the body says nothing internal', async () => {
-    const down = new Redis('redis://127.0.0.1:1', {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
-    })
+    const down = withScripts(
+      new Redis('redis://127.0.0.1:1', {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        retryStrategy: () => null,
+      }),
+    )
     const downApp = createApp({
       store: orderEventStore(down, keys(namespace)),
       views: new ViewStore(down, keys(namespace)),

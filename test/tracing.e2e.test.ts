@@ -27,6 +27,7 @@ import {
   type ReceivedSpan,
   type Trace,
 } from './support/otlp-receiver'
+import { withScripts } from '../src/platform/scripts'
 
 // Roles run from dist/: `npm run build` first.
 
@@ -274,7 +275,7 @@ describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
     assert.equal(processBaked.attributes['bakery.view.version'], 3)
 
     // The trace id is in the order's history, on every event.
-    const redis = new Redis(REDIS_URL)
+    const redis = withScripts(new Redis(REDIS_URL))
     try {
       const store = orderEventStore(redis, keys(bakery().namespace))
       const history = await store.read(orderKey)
@@ -349,7 +350,7 @@ describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
   test('a request that fails on our side: 500 with the trace id its span and its log line carry', async () => {
     // A stored entry that is not an event: a bug or a hand edit, not an outage.
     const orderKey = randomBytes(16).toString('hex')
-    const redis = new Redis(REDIS_URL)
+    const redis = withScripts(new Redis(REDIS_URL))
     try {
       await redis.xadd(keys(bakery().namespace).orderStream(orderKey), '*', 'not', 'an event')
     } finally {

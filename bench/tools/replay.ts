@@ -19,6 +19,8 @@ import { orderEventStore } from '../../src/wiring'
 import { keys } from '../../src/platform/keys'
 import { runReplay } from '../../src/tools/replay'
 import type { ToolIo } from '../../src/tools/tool'
+import { withScripts } from '../../src/platform/scripts'
+import { dropNamespace } from '../../harness'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const ORDERS_PER_CHUNK = 1000
@@ -26,7 +28,7 @@ const PASTRIES = ['croissant', 'baguette', 'eclair', 'brioche', 'macaron']
 
 /** Writes `events` events through the real append script: 3 per order, placed, baking, baked. */
 async function generate(namespace: string, events: number): Promise<void> {
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   const store = orderEventStore(redis, keys(namespace))
   const at = () => timestamp(new Date())
   const steps: ((orderKey: OrderKey, i: number) => OrderEvent)[] = [
@@ -84,20 +86,11 @@ function capturingIo(namespace: string): ToolIo & { text: () => string } {
   }
 }
 
-async function dropNamespace(redis: Redis, namespace: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `{${namespace}}:*`, 'COUNT', 1000)
-    cursor = next
-    if (found.length > 0) await redis.unlink(...found)
-  } while (cursor !== '0')
-}
-
 async function main(): Promise<void> {
   const events = Number(process.argv[2] ?? 100_000)
   const batch = process.argv[3] ?? '2000'
   const namespace = `bench-replay-${randomBytes(4).toString('hex')}`
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MB`
   try {
     const started = performance.now()
@@ -127,7 +120,7 @@ async function main(): Promise<void> {
       )
     }
   } finally {
-    await dropNamespace(redis, namespace)
+    await dropNamespace(namespace)
     redis.disconnect()
   }
 }

@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { context, propagation, ROOT_CONTEXT } from '@opentelemetry/api'
-import type { ChainableCommander, Result } from 'ioredis'
+import type { ChainableCommander } from 'ioredis'
 import type { PartitionKeys } from '../platform/keys'
-import type { RedisClient } from '../platform/redis'
 import { OrderBaked, OrderPlaced, PlaceOrder, type OrderEvent, type OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import { VersionConflict } from '../platform/errors'
@@ -11,6 +10,7 @@ import type { Logger } from '../platform/logger'
 import { metrics } from '../platform/metrics'
 import { fieldRecord } from '../platform/redis'
 import { evolve, initialState } from './order'
+import type { ScriptedRedis } from '../platform/scripts'
 
 /**
  * The PlaceOrder to send again for an order that is not finished (pending, or baking with no
@@ -27,31 +27,11 @@ export function commandToResend(history: readonly OrderEvent[]): PlaceOrder | un
 }
 
 export interface SweeperOptions {
-  readonly redis: RedisClient
+  readonly redis: ScriptedRedis
   readonly store: OrderEventStore
   readonly logger: Logger
   /** An order unfinished this long after it was placed (or last sent again) is sent again. */
   readonly stuckAfterMs: number
-}
-
-// Claims an order for one resend: moves its score from before ARGV[2] (it is due) to ARGV[3] (now),
-// so that of sweeps that overlap exactly one sends it, and none again before it is due again.
-const CLAIM = `
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-`
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    bakeryClaimResend(
-      unfinished: string,
-      orderKey: string,
-      dueBefore: number,
-      now: number,
-    ): Result<number, Context>
-  }
 }
 
 /** Log entries indexed per round trip, and round trips per sweep (the rest waits for the next). */
@@ -77,7 +57,6 @@ export class Sweeper {
   private running: Promise<void> | undefined
 
   constructor(private readonly options: SweeperOptions) {
-    options.redis.defineCommand('bakeryClaimResend', { numberOfKeys: 1, lua: CLAIM })
     this.log = options.logger.child({ component: 'sweeper' })
     this.periodMs = Math.max(50, Math.round(options.stuckAfterMs / 4))
   }

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import type { ChainableCommander } from 'ioredis'
-import type { RedisClient } from './redis'
 import { timestamp, type MessageKind } from '../messages'
-import { defineAppendScripts } from './append-scripts'
 import { OutboxFull, StoreUnavailable, VersionConflict } from './errors'
 import type { Keys } from './keys'
 import { currentTrace, decodeEntry, type EventCodec, type StoredEvent } from './stored-events'
+import type { ScriptedRedis } from './scripts'
 
 /** A message the relay must put on the bus because events were appended. */
 export interface OutboxMessage {
@@ -68,15 +67,13 @@ const nextAppendId = () => `${appendIds.prefix}.${(appendIds.next++).toString(36
 /** The event log: one Redis stream per order plus one global stream, and the outbox beside them. */
 export class EventStore<E extends { readonly $name: string }> {
   constructor(
-    private readonly redis: RedisClient,
+    private readonly redis: ScriptedRedis,
     readonly keys: Keys,
     /** Decodes the events read back (the domain's event union). */
     private readonly codec: EventCodec<E>,
     private readonly now: () => Date = () => new Date(),
     private readonly replication: Replication = NOT_WAITING,
-  ) {
-    defineAppendScripts(redis)
-  }
+  ) {}
 
   /**
    * Appends `events` to the order's stream if it is at `expectedVersion` (0: the stream must not
@@ -163,7 +160,7 @@ export class EventStore<E extends { readonly $name: string }> {
    * stays on the master and will be replicated, relayed and baked as usual.
    */
   private async replicated<T>(
-    write: (redis: RedisClient | ChainableCommander) => Promise<T> | ChainableCommander,
+    write: (redis: ScriptedRedis | ChainableCommander) => Promise<T> | ChainableCommander,
   ): Promise<T> {
     const { replicas, timeoutMs } = this.replication
     if (replicas === 0) return (await write(this.redis)) as T

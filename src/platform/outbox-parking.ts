@@ -1,6 +1,6 @@
-import type { Result } from 'ioredis'
 import type { Keys, PartitionKeys } from './keys'
-import { compareStreamIds, fieldRecord, type RedisClient } from './redis'
+import { compareStreamIds, fieldRecord } from './redis'
+import type { ScriptedRedis } from './scripts'
 
 /**
  * Outbox entries a relay cannot decode are parked, not published and not dropped: during a rolling
@@ -35,51 +35,14 @@ function parkedFields(
   ]
 }
 
-// Parks one outbox entry (KEYS[1]) in KEYS[2]: the copy first, so that a Redis refusing writes
-// (maxmemory) stops the script before the entry is acknowledged and deleted.
-const PARK = `
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
-`
-
-// Puts a parked entry (ARGV[1] in KEYS[2]) back into the outbox (KEYS[1]) with the fields that
-// follow: the outbox entry first, so that a Redis refusing writes keeps it parked.
-const UNPARK = `
-redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-redis.call('XDEL', KEYS[2], ARGV[1])
-return 1
-`
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    bakeryUnpark(
-      outbox: string,
-      parked: string,
-      parkedId: string,
-      ...fields: string[]
-    ): Result<number, Context>
-    bakeryPark(
-      outbox: string,
-      parked: string,
-      group: string,
-      outboxId: string,
-      ...fields: string[]
-    ): Result<number, Context>
-  }
-}
-
 /** Moves an outbox entry the relay of `group` holds to the parked stream, why and when with it. */
 export async function park(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   keys: { readonly outbox: string; readonly parked: string; readonly group: string },
   outboxId: string,
   fields: Readonly<Record<string, string>>,
   reason: string,
 ): Promise<void> {
-  // Parking is rare: the script is (re)defined where it is used.
-  redis.defineCommand('bakeryPark', { numberOfKeys: 2, lua: PARK })
   await redis.bakeryPark(
     keys.outbox,
     keys.parked,
@@ -121,7 +84,7 @@ function nameOf(message: string | undefined): string | undefined {
 
 /** The oldest `limit` parked entries, of every partition. */
 export async function listParked(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   keys: Keys,
   limit: number,
 ): Promise<ParkedEntry[]> {
@@ -144,12 +107,11 @@ const BATCH = 100
  * goes back in one script, so an entry is in the outbox or parked, never in neither.
  */
 export async function requeueParked(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   keys: Keys,
   choose: { readonly all: true } | { readonly ids: readonly string[] },
   onRequeued: (entry: ParkedEntry) => void,
 ): Promise<{ readonly requeued: number; readonly found: ReadonlySet<string> }> {
-  redis.defineCommand('bakeryUnpark', { numberOfKeys: 2, lua: UNPARK })
   const found = new Set<string>()
   const putBack = async ({ outbox, parked }: PartitionKeys, entries: [string, string[]][]) => {
     for (const [id, flat] of entries) {

@@ -4,7 +4,6 @@ import { randomBytes } from 'node:crypto'
 import { context, propagation } from '@opentelemetry/api'
 import type { BusInstance } from '@node-ts/bus-core'
 import { isLeft } from 'fp-ts/lib/Either'
-import type { RedisClient } from './redis'
 import { describeFieldErrors, type AnyMessageDefinition, type MessageKind } from '../messages'
 import { parseTrace } from './stored-events'
 import type { Logger } from './logger'
@@ -12,12 +11,13 @@ import { fieldRecord } from './redis'
 import { metrics } from './metrics'
 import { park } from './outbox-parking'
 import { delayAfter, reconnecting } from './backoff'
+import type { ScriptedRedis } from './scripts'
 
 export const RELAY_GROUP = 'relay'
 
 export interface RelayOptions {
   /** A connection of its own: the relay blocks on it while waiting for entries. */
-  readonly redis: RedisClient
+  readonly redis: ScriptedRedis
   readonly outboxKey: string
   /** Where entries that do not decode are kept (Keys.parked). */
   readonly parkedKey: string
@@ -247,7 +247,7 @@ function decodeOutboxEntry(
 }
 
 async function readGroup(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   key: string,
   consumer: string,
   count: number,

@@ -5,6 +5,7 @@ import { delayAfter, reconnecting } from './backoff'
 import { StoreUnavailable } from './errors'
 import type { Logger } from './logger'
 import type { Replication } from './event-store'
+import { withScripts, type ScriptedRedis } from './scripts'
 import { tracesAreRecorded } from './tracing'
 
 export interface RedisOptions {
@@ -68,7 +69,7 @@ export function connectRedis(
   target: RedisTarget,
   logger: Logger,
   { failFast, name, commandTimeoutMs, once = false }: RedisOptions,
-): RedisClient {
+): ScriptedRedis {
   const retry = (times: number) => (once ? null : delayAfter(reconnecting, times))
   const url = target.REDIS_URL
   const log = logger.child({ component: 'redis', connection: name })
@@ -107,7 +108,7 @@ export function connectRedis(
     sendEachCommandFromItsCaller(redis)
   if (once) {
     redis.on('error', () => undefined)
-    return redis
+    return withScripts(redis)
   }
   // An outage is announced once, by whichever comes first: a failed attempt to connect, or the
   // connection dropping (Redis may be back before a reconnect ever fails, and that is an outage too).
@@ -129,14 +130,14 @@ export function connectRedis(
     if (down) log.info('Redis is back')
     down = false
   })
-  return redis
+  return withScripts(redis)
 }
 
 /** A second connection like `redis`, e.g. for a blocking read that would hold the first. */
-export function duplicateClient(redis: RedisClient): RedisClient {
+export function duplicateClient(redis: RedisClient): ScriptedRedis {
   const copy = redis instanceof Redis ? redis.duplicate() : redis.duplicate()
   copy.on('error', () => undefined)
-  return copy
+  return withScripts(copy)
 }
 
 /**

@@ -12,11 +12,12 @@ import { busLoggerFactory, type Logger } from './logger'
 import { metrics, metricsText } from './metrics'
 import { OutboxRelay } from './outbox-relay'
 import { RabbitTransport, type Topology } from './transport'
-import { connectRedis, replicationOf, type RedisClient } from './redis'
+import { connectRedis, replicationOf } from './redis'
 import { claimPartitionLayout, PartitionMismatch } from './partition-layout'
 import { delayAfter, reconnecting } from './backoff'
 import { runShutdownHooks } from './shutdown'
 import { markOrder } from './tracing'
+import type { ScriptedRedis } from './scripts'
 
 export interface MessageHandler<D extends AnyMessageDefinition = AnyMessageDefinition> {
   readonly message: D
@@ -56,7 +57,7 @@ export interface ServiceOptions<E extends Event> {
 
 /** What a role's handlers read and write with: its Redis connection, its keys, its event store. */
 export interface Persistence<E extends Event = Event> {
-  readonly redis: RedisClient
+  readonly redis: ScriptedRedis
   readonly keys: Keys
   readonly store: EventStore<E>
 }
@@ -191,7 +192,7 @@ export async function startService<E extends Event>({
  * an order where no reader would find it.
  */
 async function keepCheckingLayout(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   redisKeys: Keys,
   logger: Logger,
   stopped: () => boolean,

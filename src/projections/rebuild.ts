@@ -1,5 +1,4 @@
 import type { ChainableCommander } from 'ioredis'
-import type { RedisClient } from '../platform/redis'
 import type { OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
@@ -9,6 +8,7 @@ import { evolveView, foldView, type VersionedView } from './order-view'
 import { decodeView, type ViewStore } from './view-store'
 import { generationPattern, unlinkMatching, unlinkOtherGenerations } from './generations'
 import { holdReplayLock, LOCK_TTL_MS, ReplayInProgress, ReplayLockLost } from './replay-lock'
+import type { ScriptedRedis } from '../platform/scripts'
 
 /** Tuning and reporting shared by `replay` and `replay --verify`. */
 export interface RebuildOptions {
@@ -42,7 +42,7 @@ export function viewHash({ view, version }: VersionedView): Record<string, strin
  * memory stays flat however long the log is. The target keys must not be written by anyone else.
  */
 export async function rebuildViews(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   partition: PartitionKeys,
   keyFor: (orderKey: string) => string,
   end: string,
@@ -152,7 +152,7 @@ export interface ReplayResult extends RebuildResult {
  * there yet, or is behind, is folded from its stream: never a 404, never an older state.
  */
 export async function replayReadModel(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   keys: Keys,
   store: OrderEventStore,
   views: ViewStore,

@@ -1,57 +1,6 @@
-import type { Result } from 'ioredis'
-import type { RedisClient } from '../platform/redis'
 import type { Keys, PartitionKeys } from '../platform/keys'
 import { liveGeneration } from './generations'
-
-// Takes the replay lock (KEYS[1]) if it is free. Its value is a fencing token: a number drawn from
-// a counter (KEYS[2]) that only grows, and above every partition's live generation (ARGV[2], the
-// highest), so it also names the generation this replay builds. Returns the token, or nil when
-// another replay holds the lock.
-const ACQUIRE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-local token = redis.call('INCR', KEYS[2])
-if token <= tonumber(ARGV[2]) then
-  token = tonumber(ARGV[2]) + 1
-  redis.call('SET', KEYS[2], token)
-end
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return token
-`
-// Makes the built generation (ARGV[1], the token) live in one partition: its pointer KEYS[1] and
-// its fence KEYS[2], the highest token that flipped it, share the partition's hash tag. A replay
-// whose token is below the fence lost to a newer one ('lost'); a pointer that is no longer the
-// generation the replay started from (ARGV[2]) moved under it ('moved').
-const FLIP = `
-if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[1]) then return 'lost' end
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then return 'moved' end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[1])
-return 'flipped'
-`
-// Renews or releases the replay lock only while this replay holds it.
-const RENEW = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-`
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    bakeryAcquireReplay(
-      lock: string,
-      fence: string,
-      ttlMs: number,
-      highestLive: number,
-    ): Result<number | null, Context>
-    bakeryFlipGeneration(
-      pointer: string,
-      fence: string,
-      token: number,
-      from: number,
-    ): Result<'lost' | 'moved' | 'flipped', Context>
-    bakeryRenewLock(lock: string, token: string, ttlMs: number): Result<number, Context>
-  }
-}
+import type { ScriptedRedis } from '../platform/scripts'
 
 export class ReplayInProgress extends Error {
   override readonly name = 'ReplayInProgress'
@@ -64,24 +13,12 @@ export class ReplayLockLost extends Error {
 
 export const LOCK_TTL_MS = 30_000
 
-const defined = new WeakSet<RedisClient>()
-
-/** Registers the lock's scripts on `redis`, once per client. */
-function defineLockScripts(redis: RedisClient): void {
-  if (defined.has(redis)) return
-  redis.defineCommand('bakeryAcquireReplay', { numberOfKeys: 2, lua: ACQUIRE })
-  redis.defineCommand('bakeryFlipGeneration', { numberOfKeys: 2, lua: FLIP })
-  redis.defineCommand('bakeryRenewLock', { numberOfKeys: 1, lua: RENEW })
-  defined.add(redis)
-}
-
 /**
  * The replay lock, renewed in the background; `check` throws once a renewal failed. `live` is each
  * partition's live generation when the lock was taken (a replay that stopped halfway through its
  * flips leaves partitions on different ones).
  */
-export async function holdReplayLock(redis: RedisClient, keys: Keys, ttlMs: number) {
-  defineLockScripts(redis)
+export async function holdReplayLock(redis: ScriptedRedis, keys: Keys, ttlMs: number) {
   const live = await Promise.all(keys.partitions.map((p) => liveGeneration(redis, p)))
   const token = await redis.bakeryAcquireReplay(
     keys.replayLock,

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import type { RedisClient } from '../platform/redis'
 import type { OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import type { Keys, PartitionKeys } from '../platform/keys'
@@ -16,6 +15,7 @@ import {
   type RebuildResult,
 } from './rebuild'
 import { decodeView, type ViewStore } from './view-store'
+import type { ScriptedRedis } from '../platform/scripts'
 
 /** A field on which the rebuilt view and the live one disagree; null: the field is absent. */
 export interface FieldDifference {
@@ -76,7 +76,7 @@ export interface VerifyResult extends RebuildResult {
  * is not reported, nor one whose view waits for its OrderBaked by design (`lagsByDesign`).
  */
 export async function verifyReadModel(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   keys: Keys,
   store: OrderEventStore,
   views: ViewStore,
@@ -111,7 +111,7 @@ export async function verifyReadModel(
 
 /** verifyReadModel for one partition: candidates for a difference go to `confirm`. */
 async function verifyPartition(
-  redis: RedisClient,
+  redis: ScriptedRedis,
   partition: PartitionKeys,
   label: string,
   confirm: (candidate: ViewDifference) => Promise<void>,

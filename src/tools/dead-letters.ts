@@ -1,5 +1,4 @@
 import amqp, { type ChannelModel } from 'amqplib'
-import type { RedisClient } from '../platform/redis'
 import { redact } from '../platform/config'
 import {
   listDeadLetters,
@@ -24,6 +23,7 @@ import {
   type ToolIo,
 } from './tool'
 import { topology } from '../wiring'
+import type { ScriptedRedis } from '../platform/scripts'
 
 /**
  * `bakery dead-letters`: what is in the dead-letter queue and the parked outbox entries, and why,
@@ -101,7 +101,7 @@ async function command(
   argv: readonly string[],
   io: ToolIo,
   broker: Broker,
-  redis: RedisClient,
+  redis: ScriptedRedis,
   keys: Keys,
 ): Promise<number> {
   const { values, positionals } = parseToolArgs(argv, {

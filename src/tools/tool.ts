@@ -3,7 +3,8 @@ import { ConfigError, loadConfig, type Config } from '../platform/config'
 import { keys, type Keys } from '../platform/keys'
 import { createLogger, describeError } from '../platform/logger'
 import { claimPartitionLayout, PartitionMismatch } from '../platform/partition-layout'
-import { connectRedis, describeTarget, type RedisClient } from '../platform/redis'
+import { connectRedis, describeTarget } from '../platform/redis'
+import type { ScriptedRedis } from '../platform/scripts'
 
 /**
  * What the command-line tools share: where they write, how they read their arguments and
@@ -49,7 +50,7 @@ export function interruptSignal(io: ToolIo): { signal: AbortSignal; release: () 
 
 export interface ToolContext {
   readonly config: Config
-  readonly redis: RedisClient
+  readonly redis: ScriptedRedis
   readonly keys: Keys
 }
 

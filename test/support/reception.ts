@@ -1,10 +1,11 @@
-import type { Redis } from 'ioredis'
 import pino from 'pino'
 import { loadConfig } from '../../src/platform/config'
 import { orderEventStore } from '../../src/wiring'
 import { keys } from '../../src/platform/keys'
 import type { AppDeps } from '../../src/reception/app'
 import { OrderFeed } from '../../src/reception/order-feed'
+import type { RedisClient } from '../../src/platform/redis'
+import type { ScriptedRedis } from '../../src/platform/scripts'
 
 /**
  * What createApp needs beyond the store: a feed of order changes reading `reader` (a connection
@@ -12,8 +13,8 @@ import { OrderFeed } from '../../src/reception/order-feed'
  * settings at their documented defaults.
  */
 export function receptionExtras(
-  reader: Redis,
-  commands: Redis,
+  reader: RedisClient,
+  commands: ScriptedRedis,
   namespace: string,
   settings: Partial<AppDeps['settings']> = {},
 ): Pick<AppDeps, 'feed' | 'settings'> {

@@ -16,10 +16,11 @@ import type { ToolIo } from '../../src/tools/tool'
 import { ViewStore } from '../../src/projections/view-store'
 import { randomOrderKey } from '../../src/reception/orders'
 import { dropNamespace, REDIS_URL, uniqueNamespace } from '.'
+import { withScripts } from '../../src/platform/scripts'
 
 /** A namespace's event store and read model, on a connection of its own. */
 export function bakery(namespace: string, now?: () => Date) {
-  const redis = new Redis(REDIS_URL)
+  const redis = withScripts(new Redis(REDIS_URL))
   const k: Keys = keys(namespace)
   const store = orderEventStore(redis, k, now)
   const views = new ViewStore(redis, k)

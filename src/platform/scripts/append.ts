@@ -1,6 +1,4 @@
-import type { Result } from 'ioredis'
-import type { RedisClient } from './redis'
-import { liveViewKeyLua } from './keys'
+import { liveViewKeyLua } from '../keys'
 
 /*
  * The event store's append, as Lua scripts Redis runs atomically. Keys: KEYS[1] the order's
@@ -69,7 +67,7 @@ if viewPrefix ~= '' then
 end
 `
 
-const APPEND = `local o = 0
+export const APPEND = `local o = 0
 local function done(version) return version end
 ${ALREADY_DONE}
 ${APPEND_BODY}
@@ -80,7 +78,7 @@ return done(current + eventCount)
 // ARGV[1] for ARGV[2] seconds: of concurrent appends with one claim, exactly one writes anything.
 // The others get what the claim holds. A resent append is recognised before the claim is looked
 // at: the claim it finds is its own.
-const APPEND_ONCE = `local o = 2
+export const APPEND_ONCE = `local o = 2
 local function done(version) return {'appended', version} end
 ${ALREADY_DONE}
 local claimed = redis.call('GET', KEYS[5])
@@ -89,33 +87,3 @@ ${APPEND_BODY}
 redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2])
 return done(current + eventCount)
 `
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    bakeryAppend(
-      orderStream: string,
-      events: string,
-      outbox: string,
-      viewGeneration: string,
-      ...args: (string | number)[]
-    ): Result<number, Context>
-    bakeryAppendOnce(
-      orderStream: string,
-      events: string,
-      outbox: string,
-      viewGeneration: string,
-      claim: string,
-      ...args: (string | number)[]
-    ): Result<['appended', number] | ['claimed', string], Context>
-  }
-}
-
-const defined = new WeakSet<RedisClient>()
-
-/** Registers the append scripts on `redis`, once per client. */
-export function defineAppendScripts(redis: RedisClient): void {
-  if (defined.has(redis)) return
-  redis.defineCommand('bakeryAppend', { numberOfKeys: 4, lua: APPEND })
-  redis.defineCommand('bakeryAppendOnce', { numberOfKeys: 5, lua: APPEND_ONCE })
-  defined.add(redis)
-}
