@@ -145,7 +145,17 @@ export async function startRabbitCluster(size: number): Promise<RabbitCluster> {
     const [first, ...others] = nodes as [RabbitNode, ...RabbitNode[]]
     for (const node of others) {
       await ctl(node.name, 'stop_app')
-      await ctl(node.name, 'join_cluster', first.name)
+      // On a busy machine the first node may not answer the CLI in time: try again a while.
+      await waitFor(
+        `${node.name} to join ${first.name}`,
+        async () => {
+          await ctl(node.name, 'join_cluster', first.name).catch((error: Error) => {
+            if (!/already_member/.test(error.message)) throw error
+          })
+          return true
+        },
+        { timeoutMs: 60_000, intervalMs: 2000 },
+      )
       await ctl(node.name, 'start_app')
     }
     const status = JSON.parse(await ctl(first.name, 'cluster_status', '--formatter', 'json')) as {
