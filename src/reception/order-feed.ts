@@ -79,11 +79,6 @@ export class OrderFeed implements OrderUpdates {
     await this.running
   }
 
-  /** The number of subscriptions, for tests and metrics. */
-  get size(): number {
-    return this.count
-  }
-
   /**
    * Delivers the order's events after `version` (the last one the subscriber has) until the
    * returned function is called.
