@@ -7,7 +7,14 @@ import { runDeadLetters } from '../src/tools/dead-letters'
 import { handlerFor, startService, type Service } from '../src/platform/service'
 import { bakery, queues } from '../src/wiring'
 import { randomOrderKey } from '../src/reception/orders'
-import { createVhost, freePort, REDIS_URL, uniqueNamespace, waitFor } from './support'
+import {
+  createVhost,
+  dropNamespace,
+  freePort,
+  REDIS_URL,
+  uniqueNamespace,
+  waitFor,
+} from './support'
 import { captureIo } from './support/replay'
 
 /** AMQP_URL naming several nodes: the ones that are gone cost a refused connection each. */
@@ -31,6 +38,7 @@ describe('several nodes in AMQP_URL', () => {
   after(async () => {
     for (const service of services) await service.stop()
     await vhost.drop()
+    await dropNamespace(namespace)
   })
 
   it('connects to the node that is up at once, sends and consumes through it', async () => {
