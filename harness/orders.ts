@@ -21,11 +21,7 @@ const keysOf = (store: Store) => (typeof store === 'string' ? keys(store) : stor
  * slot on a Redis Cluster.
  */
 function* slices(k: Keys, orders: readonly string[], size: number) {
-  const byPartition = new Map<number, string[]>()
-  for (const order of orders) {
-    const index = k.of(order).index
-    byPartition.set(index, [...(byPartition.get(index) ?? []), order])
-  }
+  const byPartition = Map.groupBy(orders, (order) => k.of(order).index)
   for (const group of byPartition.values())
     for (let i = 0; i < group.length; i += size) yield group.slice(i, i + size)
 }

@@ -89,11 +89,9 @@ export class EventStore<E extends { readonly $name: string }> {
     outbox: readonly OutboxMessage[],
     options: AppendOptions = {},
   ): Promise<number> {
-    const args = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
-    const partition = this.keys.of(orderKey)
-    const keys = [partition.orderStream(orderKey), partition.events, partition.outbox] as const
+    const { keys, args } = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
     return this.rethrowConflict(orderKey, expectedVersion, () =>
-      this.replicated((redis) => redis.bakeryAppend(...keys, partition.viewGeneration, ...args)),
+      this.replicated((redis) => redis.bakeryAppend(...keys, ...args)),
     )
   }
 
@@ -109,19 +107,10 @@ export class EventStore<E extends { readonly $name: string }> {
     outbox: readonly OutboxMessage[],
     options: AppendOptions = {},
   ): Promise<AppendOnceResult> {
-    const args = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
-    const partition = this.keys.of(orderKey)
-    const keys = [partition.orderStream(orderKey), partition.events, partition.outbox] as const
+    const { keys, args } = this.appendArguments(orderKey, expectedVersion, events, outbox, options)
     const reply = await this.rethrowConflict(orderKey, expectedVersion, () =>
       this.replicated((redis) =>
-        redis.bakeryAppendOnce(
-          ...keys,
-          partition.viewGeneration,
-          claim.key,
-          claim.value,
-          claim.ttlSeconds,
-          ...args,
-        ),
+        redis.bakeryAppendOnce(...keys, claim.key, claim.value, claim.ttlSeconds, ...args),
       ),
     )
     return reply[0] === 'appended'
@@ -135,7 +124,15 @@ export class EventStore<E extends { readonly $name: string }> {
     events: readonly E[],
     outbox: readonly OutboxMessage[],
     { outboxLimit = 0, view }: AppendOptions,
-  ): (string | number)[] {
+  ) {
+    // The keys of the order's partition: its stream, global log, outbox and generation pointer.
+    const partition = this.keys.of(orderKey)
+    const keys = [
+      partition.orderStream(orderKey),
+      partition.events,
+      partition.outbox,
+      partition.viewGeneration,
+    ] as const
     const args: (string | number)[] = [
       expectedVersion,
       nextAppendId(),
@@ -145,12 +142,12 @@ export class EventStore<E extends { readonly $name: string }> {
       events.length,
       JSON.stringify(currentTrace()),
       outbox.length,
-      view ? this.keys.of(orderKey).viewPrefix : '',
+      view ? partition.viewPrefix : '',
     ]
     for (const event of events) args.push(event.$name, JSON.stringify(event))
     for (const entry of outbox) args.push(entry.kind, JSON.stringify(entry.message))
     if (view) for (const [field, value] of Object.entries(view)) args.push(field, value)
-    return args
+    return { keys, args }
   }
 
   /**
@@ -164,29 +161,24 @@ export class EventStore<E extends { readonly $name: string }> {
   ): Promise<T> {
     const { replicas, timeoutMs } = this.replication
     if (replicas === 0) return (await write(this.redis)) as T
-    let written: unknown
-    let acknowledged: unknown
     for (let attempt = 1; ; attempt++) {
       const pipeline = this.redis.pipeline()
       void write(pipeline)
-      const [[writeError, writeReply] = [], [waitError, waitReply] = []] =
+      const [[writeError, written] = [], [waitError, acknowledged] = []] =
         (await pipeline.wait(replicas, timeoutMs).exec()) ?? []
       // A pipeline is not redirected: MOVED (a failover moved the slot) means nothing was
       // written, and the client has learnt the slot's new master: send it again, there.
       if (isRedirection(writeError) && attempt < MAX_REDIRECTIONS) continue
       if (writeError) throw writeError
       if (waitError) throw waitError
-      written = writeReply
-      acknowledged = waitReply
-      break
+      if (Number(acknowledged) < replicas)
+        throw new StoreUnavailable(
+          new Error(
+            `${Number(acknowledged)} of ${replicas} replicas acknowledged the write within ${timeoutMs} ms`,
+          ),
+        )
+      return written as T
     }
-    if (Number(acknowledged) < replicas)
-      throw new StoreUnavailable(
-        new Error(
-          `${Number(acknowledged)} of ${replicas} replicas acknowledged the write within ${timeoutMs} ms`,
-        ),
-      )
-    return written as T
   }
 
   private async rethrowConflict<T>(

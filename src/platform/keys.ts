@@ -76,7 +76,7 @@ export function keys(namespace: string, partitionCount = 1): Keys {
     of,
     orderStream: (orderKey) => of(orderKey).orderStream(orderKey),
     view: (orderKey, generation) => of(orderKey).view(orderKey, generation),
-    layout: `{${namespace}}:partitions`,
+    layout: `${shared}:partitions`,
     replayLock: `${shared}:replay-lock`,
     replayFence: `${shared}:replay-fence`,
     sweepLease: `${shared}:sweep-lease`,

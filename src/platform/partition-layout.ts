@@ -1,4 +1,4 @@
-import type { Keys } from './keys'
+import { keys as keysOf, type Keys } from './keys'
 import type { RedisClient } from './redis'
 
 /**
@@ -28,7 +28,7 @@ export async function claimPartitionLayout(redis: RedisClient, keys: Keys): Prom
   const wanted = keys.partitions.length
   let stored = await redis.get(keys.layout)
   if (stored === null) {
-    const unpartitionedLog = `{${keys.namespace}}:events`
+    const unpartitionedLog = keysOf(keys.namespace, 1).partitions[0]!.events
     if (wanted > 1 && (await redis.exists(unpartitionedLog)) === 1)
       throw new PartitionMismatch(keys, 1)
     await redis.set(keys.layout, String(wanted), 'NX')

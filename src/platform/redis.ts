@@ -135,6 +135,7 @@ export function connectRedis(
 
 /** A second connection like `redis`, e.g. for a blocking read that would hold the first. */
 export function duplicateClient(redis: RedisClient): ScriptedRedis {
+  // The two classes' duplicate() differ in signature, so the union cannot call it as one.
   const copy = redis instanceof Redis ? redis.duplicate() : redis.duplicate()
   copy.on('error', () => undefined)
   return withScripts(copy)

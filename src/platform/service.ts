@@ -77,6 +77,7 @@ export interface Service<E extends Event = Event> extends Persistence<E> {
   /**
    * Ready means "can serve". A consumer needs Redis and RabbitMQ; a role that only sends (the
    * reception) needs Redis alone: while the broker is away its outbox holds what it accepts.
+   * Neither is ready before its BAKERY_PARTITIONS was checked against the store.
    */
   readonly readiness: () => Readiness
   /** Stops taking work, finishes or hands back what is in hand, closes connections. */
@@ -99,7 +100,10 @@ export async function startService<E extends Event>({
     ...(consume ? {} : { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }),
   })
   let stopped = false
-  void keepCheckingLayout(redis, redisKeys, logger, () => stopped)
+  let layoutChecked = false
+  void keepCheckingLayout(redis, redisKeys, logger, () => stopped).then(
+    () => (layoutChecked = true),
+  )
   const store = new EventStore(redis, redisKeys, events, undefined, replicationOf(config))
   const transport = new RabbitTransport({
     brokers: config.AMQP_URL,
@@ -135,6 +139,7 @@ export async function startService<E extends Event>({
   if (consume) transport.startConsuming(bus)
 
   // A relay per partition, each on a connection of its own: a blocking read holds its connection.
+  const messages = topology.queues.flatMap((queue) => queue.messages)
   const relays = (relay ? redisKeys.partitions : []).map(
     (partition) =>
       new OutboxRelay({
@@ -145,7 +150,7 @@ export async function startService<E extends Event>({
         outboxKey: partition.outbox,
         parkedKey: partition.parked,
         bus,
-        messages: topology.queues.flatMap((queue) => queue.messages),
+        messages,
         correlationIdOf,
         logger,
         claimAfterMs: config.RELAY_CLAIM_AFTER_MS,
@@ -157,7 +162,7 @@ export async function startService<E extends Event>({
     const redisUp = redis.status === 'ready'
     const brokerUp = transport.isReady
     return {
-      ready: redisUp && (brokerUp || !consume),
+      ready: layoutChecked && redisUp && (brokerUp || !consume),
       redis: redisUp ? 'up' : 'down',
       rabbitmq: brokerUp ? 'up' : 'down',
     }
@@ -188,8 +193,8 @@ export async function startService<E extends Event>({
 
 /**
  * Checks BAKERY_PARTITIONS against the store once Redis answers; a role started with the wrong
- * number stops at once with the reason (exit 78, as for any bad setting), before it could write
- * an order where no reader would find it.
+ * number stops at once with the reason (exit 78, as for any bad setting). Until the check passed
+ * the role is not ready, so no Service sends it work meanwhile.
  */
 async function keepCheckingLayout(
   redis: ScriptedRedis,

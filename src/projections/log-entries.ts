@@ -110,35 +110,32 @@ export async function lastLogId(
 }
 
 /**
- * The global logs of several partitions as one, oldest first by entry id. Each partition's ids come
- * from the clock of the Redis that holds it, so across partitions the order is as good as those
- * clocks agree; within an order (one partition) it is exact.
+ * The global logs of several partitions as one, oldest first by entry id; each entry comes with
+ * the position in `partitions` of the one it was read from. Each partition's ids come from the
+ * clock of the Redis that holds it, so across partitions the order is as good as those clocks
+ * agree; within an order (one partition) it is exact.
  */
 export async function* readMergedLog(
   redis: RedisClient,
   partitions: readonly PartitionKeys[],
   range: LogRange,
-): AsyncGenerator<{ readonly partition: number; readonly entry: LogEntry }> {
+): AsyncGenerator<{ readonly from: number; readonly entry: LogEntry }> {
   const readers = partitions.map((partition) => entriesOf(redis, partition, range))
+  const next = async (i: number) => {
+    const read = await readers[i]!.next()
+    return read.done ? undefined : read.value
+  }
   try {
-    const heads = await Promise.all(readers.map((reader) => reader.next()))
+    // The next entry of each partition; undefined once it has no more.
+    const heads = await Promise.all(readers.map((_, i) => next(i)))
     for (;;) {
-      let oldest: number | undefined
-      for (const [i, head] of heads.entries()) {
-        if (head.done) continue
-        const current = oldest === undefined ? undefined : heads[oldest]!
-        if (
-          !current ||
-          current.done ||
-          compareStreamIds(head.value.streamId, current.value.streamId) < 0
-        )
+      let oldest = -1
+      for (const [i, head] of heads.entries())
+        if (head && (oldest < 0 || compareStreamIds(head.streamId, heads[oldest]!.streamId) < 0))
           oldest = i
-      }
-      if (oldest === undefined) return
-      const head = heads[oldest]!
-      if (head.done) return
-      yield { partition: partitions[oldest]!.index, entry: head.value }
-      heads[oldest] = await readers[oldest]!.next()
+      if (oldest < 0) return
+      yield { from: oldest, entry: heads[oldest]! }
+      heads[oldest] = await next(oldest)
     }
   } finally {
     await Promise.all(readers.map((reader) => reader.return(undefined)))

@@ -172,9 +172,8 @@ export async function runEvents(
     )
     let more = true
     const range = { start, end, batchSize: BATCH }
-    for await (const { partition, entry } of readMergedLog(redis, partitions, range)) {
-      const i = partitions.findIndex((p) => p.index === partition)
-      if (compareStreamIds(entry.streamId, after[i]!) > 0) after[i] = entry.streamId
+    for await (const { from, entry } of readMergedLog(redis, partitions, range)) {
+      if (compareStreamIds(entry.streamId, after[from]!) > 0) after[from] = entry.streamId
       if (!(more = print(entry))) break
     }
 
