@@ -43,6 +43,10 @@ const tools: Record<string, Tool> = {
     summary: 'rebuilds the read model from the log and swaps it in; --verify compares',
     run: async () => (await import('./tools/replay.js')).runReplay,
   },
+  archive: {
+    summary: 'moves old events to compressed segment files and trims them from Redis',
+    run: async () => (await import('./tools/archive.js')).runArchive,
+  },
   'dead-letters': {
     summary: 'dead letters with their reason, message, queue and age; requeue sends them back',
     run: async () => (await import('./tools/dead-letters.js')).runDeadLetters,

@@ -14,6 +14,8 @@ const EVERY_SCRIPT = [
   'bakeryAppend',
   'bakeryAppendOnce',
   'bakeryClaimResend',
+  'bakeryCommitSegment',
+  'bakeryDropOrderStream',
   'bakeryFlipGeneration',
   'bakeryGetView',
   'bakeryGetViewWithTail',

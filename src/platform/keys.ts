@@ -38,6 +38,17 @@ export interface PartitionKeys {
   readonly sweepCursor: string
   /** What an `Idempotency-Key` (by its SHA-256) of POST /orders was used for, until it expires. */
   readonly idempotency: (keyDigest: string) => string
+  /**
+   * The archive segments that hold the start of the partition's global log, oldest first (file
+   * names, `<first id>_<last id>.ndjson.gz`): what `bakery archive` moved out of Redis.
+   */
+  readonly archiveSegments: string
+  /** The id of the last archived entry; the global log starts after it. */
+  readonly archivedUpTo: string
+  /** Held by the one `bakery archive` that may archive this partition. */
+  readonly archiveLock: string
+  /** Finished orders whose stream waits, archived, for its view to catch up before it goes. */
+  readonly archivePending: string
 }
 
 export interface Keys {
@@ -99,6 +110,10 @@ function partitionKeys(tag: string, index: number): PartitionKeys {
     unfinished: `${tag}:unfinished`,
     sweepCursor: `${tag}:sweep-cursor`,
     idempotency: (keyDigest) => `${tag}:idempotency:${keyDigest}`,
+    archiveSegments: `${tag}:archive-segments`,
+    archivedUpTo: `${tag}:archived-up-to`,
+    archiveLock: `${tag}:archive-lock`,
+    archivePending: `${tag}:archive-pending`,
   }
 }
 

@@ -4,6 +4,7 @@ import { decodeOrderEntry, type StoredOrderEvent } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
 import type { PartitionKeys } from '../platform/keys'
 import { compareStreamIds, duplicateClient, fieldRecord } from '../platform/redis'
+import { readSegment, segmentRange, type Archive, type RawEntry } from './archive'
 
 /** One entry of the global log, decoded; `order` is the order it belongs to. */
 export interface LogEvent extends StoredOrderEvent {
@@ -66,19 +67,43 @@ export interface LogBatch {
 }
 
 export interface LogRange {
-  /** First stream id to read (inclusive); default the start of the log. */
+  /** First stream id to read (inclusive, or exclusive as `(id`); default the start of the log. */
   readonly start?: string
   /** Last stream id to read (inclusive); default the end of the log when each batch is read. */
   readonly end?: string
   /** Entries per XRANGE. */
   readonly batchSize: number
+  /**
+   * The archive that holds the start of the log (`bakery archive`); without it only what Redis
+   * still holds is read.
+   */
+  readonly archive?: Archive
 }
 
 /**
- * Reads a partition's global log in batches of `batchSize`, oldest first: however long the log, only two
+ * Reads a partition's global log in batches of `batchSize`, oldest first: its archived segments
+ * when `range.archive` is given, then what Redis holds.
+ */
+export function readLog(
+  redis: RedisClient,
+  partition: PartitionKeys,
+  range: LogRange,
+): AsyncGenerator<LogBatch> {
+  return range.archive
+    ? readThroughArchive(redis, partition, range.archive, range)
+    : readLive(redis, partition, range)
+}
+
+const toBatch = (raw: readonly RawEntry[]): LogBatch => ({
+  entries: raw.map(([id, fields]) => decodeLogEntry(id, fields)),
+  lastId: raw[raw.length - 1]![0],
+})
+
+/**
+ * What Redis holds of a partition's global log, in batches: however long the log, only two
  * batches are held at a time, the one being used and the next, read ahead meanwhile.
  */
-export async function* readLog(
+async function* readLive(
   redis: RedisClient,
   partition: PartitionKeys,
   { start = '-', end = '+', batchSize }: LogRange,
@@ -90,9 +115,8 @@ export async function* readLog(
       const raw = await next
       next = undefined
       if (raw.length === 0) return
-      const lastId = raw[raw.length - 1]![0]
-      if (raw.length === batchSize) next = read(`(${lastId}`)
-      yield { entries: raw.map(([id, fields]) => decodeLogEntry(id, fields)), lastId }
+      if (raw.length === batchSize) next = read(`(${raw[raw.length - 1]![0]}`)
+      yield toBatch(raw)
     }
   } finally {
     // A reader that stopped early leaves the read-ahead unused; its failure is of no interest.
@@ -100,13 +124,101 @@ export async function* readLog(
   }
 }
 
-/** The id of the newest entry of a partition's global log, or undefined when it is empty. */
+/**
+ * A partition's archived segments, then what Redis holds after them. An archive run may commit
+ * while this reads (its commit lists the segment and trims the log in one step), so after each
+ * read from Redis the segment list is looked at again: a new segment is read before going on,
+ * and what was already read is not read twice.
+ */
+async function* readThroughArchive(
+  redis: RedisClient,
+  partition: PartitionKeys,
+  archive: Archive,
+  { start = '-', end = '+', batchSize }: LogRange,
+): AsyncGenerator<LogBatch> {
+  // The id of the last entry read or passed over; everything up to it is done.
+  let after: string | undefined
+  let segmentsRead = 0
+  const fresh = ([id]: RawEntry) =>
+    (after === undefined || compareStreamIds(id, after) > 0) && afterStart(id, start)
+  for (;;) {
+    const segments = await redis.lrange(partition.archiveSegments, segmentsRead, -1)
+    segmentsRead += segments.length
+    for (const segment of segments) {
+      const { first, last } = segmentRange(segment)
+      if (pastEnd(first, end)) return
+      if ((after === undefined || compareStreamIds(last, after) > 0) && afterStart(last, start))
+        for await (const raw of readSegment(archive.segmentPath(partition, segment), batchSize)) {
+          const kept = raw.filter(fresh)
+          const stop = kept.findIndex(([id]) => pastEnd(id, end))
+          const usable = stop < 0 ? kept : kept.slice(0, stop)
+          if (usable.length > 0) yield toBatch(usable)
+          if (stop >= 0) return
+        }
+      if (after === undefined || compareStreamIds(last, after) > 0) after = last
+    }
+    const from = after !== undefined && afterStart(after, start) ? `(${after}` : start
+    const raw = await redis.xrange(partition.events, from, end, 'COUNT', batchSize)
+    if ((await redis.llen(partition.archiveSegments)) > segmentsRead) continue
+    if (raw.length === 0) return
+    yield toBatch(raw)
+    after = raw[raw.length - 1]![0]
+    if (raw.length < batchSize) return
+  }
+}
+
+/** Whether a stream id is at or after an XRANGE start bound (`-`, `id`, `(id`, or `ms`). */
+function afterStart(id: string, start: string): boolean {
+  if (start === '-') return true
+  if (start.startsWith('(')) return compareStreamIds(id, start.slice(1)) > 0
+  return compareStreamIds(id, start.includes('-') ? start : `${start}-0`) >= 0
+}
+
+/** Whether a stream id is past an XRANGE end bound (`+`, `id`, `(id`, or `ms`: all of it). */
+function pastEnd(id: string, end: string): boolean {
+  if (end === '+') return false
+  if (end.startsWith('(')) return compareStreamIds(id, end.slice(1)) >= 0
+  if (!end.includes('-')) return BigInt(id.split('-')[0]!) > BigInt(end)
+  return compareStreamIds(id, end) > 0
+}
+
+/**
+ * The id of the newest entry of a partition's global log, or undefined when it has none: the
+ * newest Redis holds, else the last archived one.
+ */
 export async function lastLogId(
   redis: RedisClient,
   partition: PartitionKeys,
 ): Promise<string | undefined> {
   const [newest] = await redis.xrevrange(partition.events, '+', '-', 'COUNT', 1)
-  return newest?.[0]
+  return newest?.[0] ?? (await redis.get(partition.archivedUpTo)) ?? undefined
+}
+
+/** An archived store read without its archive: a replay would lose the archived orders. */
+export class ArchiveRequired extends Error {
+  override readonly name = 'ArchiveRequired'
+}
+
+/** By partition, the id of its last archived entry; null where nothing is archived. */
+export const archivedUpTo = (redis: RedisClient, partitions: readonly PartitionKeys[]) =>
+  Promise.all(partitions.map((partition) => redis.get(partition.archivedUpTo)))
+
+/** Throws ArchiveRequired when a partition's log starts in the archive and none was given. */
+export async function requireArchive(
+  redis: RedisClient,
+  partitions: readonly PartitionKeys[],
+  archive: Archive | undefined,
+  what: string,
+): Promise<void> {
+  if (archive) return
+  const marks = await archivedUpTo(redis, partitions)
+  const archived = partitions.filter((_, i) => marks[i] !== null)
+  if (archived.length > 0)
+    throw new ArchiveRequired(
+      `the start of the log of ${archived.length} partition(s) is archived (partition ` +
+        `${archived[0]!.index} up to ${marks[partitions.indexOf(archived[0]!)]}); ${what} needs ` +
+        'it: pass --archive <dir>',
+    )
 }
 
 /**

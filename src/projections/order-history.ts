@@ -1,7 +1,10 @@
 import type { OrderEvent, OrderKey } from '../messages'
 import type { OrderEventStore } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
-import { decodeLogEntry, traceIdOf, type LogEntry } from './log-entries'
+import { decodeLogEntry, readLog, traceIdOf, type LogEntry } from './log-entries'
+import type { Archive } from './archive'
+import type { PartitionKeys } from '../platform/keys'
+import type { RedisClient } from '../platform/redis'
 import { foldView, type OrderView } from './order-view'
 
 /** One event of an order's history, as `bakery history` and `GET /orders/:key/events` show it. */
@@ -63,6 +66,24 @@ export async function readHistory(
     orderKey,
     raw.map(([id, fields]) => decodeLogEntry(id, fields, orderKey)),
   )
+}
+
+/**
+ * An archived order's history: its stream is gone, so its events are looked for in its
+ * partition's log, the archive's segments first (a scan of the whole partition). Each entry's
+ * `streamId` is then its id in the global log.
+ */
+export async function readArchivedHistory(
+  redis: RedisClient,
+  partition: PartitionKeys,
+  archive: Archive,
+  orderKey: OrderKey,
+): Promise<OrderHistory> {
+  const found: LogEntry[] = []
+  for await (const { entries } of readLog(redis, partition, { archive, batchSize: 2000 }))
+    for (const entry of entries)
+      if (!(entry instanceof MalformedEntry) && entry.order === orderKey) found.push(entry)
+  return toHistory(orderKey, found)
 }
 
 /** Where to stop folding for time travel: after a version, or at an instant. */

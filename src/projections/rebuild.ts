@@ -4,6 +4,7 @@ import type { OrderEventStore } from '../wiring'
 import { MalformedEntry } from '../platform/errors'
 import type { Keys, PartitionKeys } from '../platform/keys'
 import { decodeLogEntry, lastLogId, readLog, type LogEvent } from './log-entries'
+import type { Archive } from './archive'
 import { evolveView, foldView, type VersionedView } from './order-view'
 import { decodeView, type ViewStore } from './view-store'
 import { generationPattern, unlinkMatching, unlinkOtherGenerations } from './generations'
@@ -22,6 +23,8 @@ export interface RebuildOptions {
    * holds the next batch back until it settles.
    */
   readonly onProgress: (entriesRead: number) => void | Promise<void>
+  /** Where the start of the log is, when `bakery archive` moved it out of Redis. */
+  readonly archive?: Archive
 }
 
 export interface RebuildResult {
@@ -53,7 +56,8 @@ export async function rebuildViews(
   let skipped = 0
   let orders = 0
   let writing: Promise<unknown> | undefined
-  for await (const batch of readLog(redis, partition, { end, batchSize: options.batchSize })) {
+  const { batchSize, archive } = options
+  for await (const batch of readLog(redis, partition, { end, batchSize, archive })) {
     entries += batch.entries.length
     const events: LogEvent[] = []
     for (const entry of batch.entries) {
@@ -208,6 +212,7 @@ export async function replayReadModel(
       for await (const batch of readLog(redis, partition, {
         start,
         batchSize: options.batchSize,
+        archive: options.archive,
       })) {
         caughtUp += batch.entries.length
         const orders = new Set<OrderKey>()

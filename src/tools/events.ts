@@ -2,6 +2,7 @@ import { OrderKey, orderEvents } from '../messages'
 import { MalformedEntry } from '../platform/errors'
 import { compareStreamIds } from '../platform/redis'
 import {
+  archivedUpTo,
   followLog,
   lastLogId,
   matchesFilter,
@@ -13,6 +14,7 @@ import {
 } from '../projections/log-entries'
 import { describeEvent } from './describe-event'
 import {
+  archiveOption,
   interruptSignal,
   parseTime,
   parseToolArgs,
@@ -24,7 +26,7 @@ import {
 } from './tool'
 
 const USAGE = `Usage: bakery events [--from WHEN] [--to WHEN] [--order KEY] [--type EVENT] [--limit N]
-                     [--json] [--follow]
+                     [--json] [--follow] [--archive DIR]
 
 Prints a slice of the global event log, oldest first: a table, or JSON lines with --json.
 
@@ -38,6 +40,8 @@ Options:
   --limit N       print at most N events
   --json          one JSON object per line
   --follow        after the slice, keep printing new events as they are appended, until Ctrl-C
+  --archive DIR   read the events \`bakery archive\` moved out of Redis too (else only what
+                  Redis holds)
   -h, --help      show this help
 
 Times are matched against the entries' stream ids, i.e. when Redis appended them.
@@ -124,7 +128,7 @@ export async function runEvents(
   argv: readonly string[],
   io: ToolIo = processIo(),
 ): Promise<number> {
-  return runTool('events', USAGE, argv, io, async ({ redis, keys }) => {
+  return runTool('events', USAGE, argv, io, async ({ redis, keys, config }) => {
     const { values, positionals } = parseToolArgs(argv, {
       from: { type: 'string' },
       to: { type: 'string' },
@@ -133,6 +137,7 @@ export async function runEvents(
       limit: { type: 'string' },
       json: { type: 'boolean', default: false },
       follow: { type: 'boolean', default: false },
+      archive: { type: 'string' },
     })
     if (positionals.length > 0)
       throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
@@ -170,8 +175,13 @@ export async function runEvents(
     const after = await Promise.all(
       partitions.map(async (partition) => (await lastLogId(redis, partition)) ?? '0-0'),
     )
+    const archive = archiveOption(values.archive, config)
+    if (!archive && (await archivedUpTo(redis, partitions)).some((mark) => mark !== null))
+      io.stderr.write(
+        'the start of the log is archived: only what Redis holds is shown (pass --archive <dir> for the rest)\n',
+      )
     let more = true
-    const range = { start, end, batchSize: BATCH }
+    const range = { start, end, batchSize: BATCH, archive }
     for await (const { from, entry } of readMergedLog(redis, partitions, range)) {
       if (compareStreamIds(entry.streamId, after[from]!) > 0) after[from] = entry.streamId
       if (!(more = print(entry))) break

@@ -1,8 +1,16 @@
 import { OrderKey } from '../messages'
 import { orderEventStore } from '../wiring'
-import { readHistory, stateAt, type OrderHistory, type Point } from '../projections/order-history'
+import {
+  readArchivedHistory,
+  readHistory,
+  stateAt,
+  type OrderHistory,
+  type Point,
+} from '../projections/order-history'
+import { ViewStore } from '../projections/view-store'
 import { describeEvent } from './describe-event'
 import {
+  archiveOption,
   formatDuration,
   formatTable,
   parseTime,
@@ -14,7 +22,7 @@ import {
   type ToolIo,
 } from './tool'
 
-const USAGE = `Usage: bakery history <orderKey> [--at <version|time>] [--json]
+const USAGE = `Usage: bakery history <orderKey> [--at <version|time>] [--json] [--archive DIR]
 
 Shows an order's events as its stream holds them, oldest first: version, event, when it was
 recorded, the time since the previous event, and its trace as a link into Jaeger (JAEGER_UI_URL).
@@ -23,6 +31,8 @@ Options:
   --at <version|time>  time travel: the order as it was after that version (a number), or at that
                        time (2024-05-01T10:00:00Z, or a duration ago: 90s, 15m, 2h, 1d)
   --json               machine-readable output
+  --archive DIR        where \`bakery archive\` put old events: an archived order (its stream
+                       is gone) is looked for there
   -h, --help           show this help
 
 Examples:
@@ -102,6 +112,7 @@ export async function runHistory(
     const { values, positionals } = parseToolArgs(argv, {
       json: { type: 'boolean', default: false },
       at: { type: 'string' },
+      archive: { type: 'string' },
     })
     if (positionals.length !== 1) throw new UsageError('give exactly one order key')
     const key = OrderKey.decode(positionals[0])
@@ -111,7 +122,18 @@ export async function runHistory(
       )
     const point = values.at === undefined ? undefined : parsePoint(values.at, Date.now())
 
-    const history = await readHistory(orderEventStore(redis, keys), key.right)
+    const archive = archiveOption(values.archive, config)
+    let history = await readHistory(orderEventStore(redis, keys), key.right)
+    if (history.entries.length === 0 && history.skipped.length === 0) {
+      const partition = keys.of(key.right)
+      if (archive) history = await readArchivedHistory(redis, partition, archive, key.right)
+      else if ((await new ViewStore(redis, keys).raw(key.right)).version !== undefined) {
+        io.stderr.write(
+          `order ${key.right} is archived: its events are in the archive, not in Redis; pass --archive <dir>\n`,
+        )
+        return 1
+      }
+    }
     for (const skipped of history.skipped)
       io.stderr.write(`skipped ${skipped.streamId}: ${skipped.reason}\n`)
     if (history.entries.length === 0) {

@@ -3,6 +3,7 @@ import type { MalformedEntry } from '../platform/errors'
 import { replayReadModel, type RebuildOptions } from '../projections/rebuild'
 import { formatDifference, verifyReadModel } from '../projections/verify'
 import {
+  archiveOption,
   formatCount,
   formatDuration,
   parseToolArgs,
@@ -14,8 +15,10 @@ import {
   type ToolIo,
 } from './tool'
 import { ViewStore } from '../projections/view-store'
+import { ArchiveRequired, requireArchive } from '../projections/log-entries'
+import { archivedEntries } from '../projections/archive'
 
-const USAGE = `Usage: bakery replay [--verify] [--batch N]
+const USAGE = `Usage: bakery replay [--verify] [--batch N] [--archive DIR]
 
 Rebuilds the read model (what GET /orders/:key serves) from the global event log into fresh keys,
 then swaps it in atomically: while it runs, GET never answers 404 or an older state. Events
@@ -27,6 +30,8 @@ Options:
                 every difference by order key and exits 1 if there is any, or if an entry of the
                 log had to be skipped
   --batch N     log entries read, and views written, per round trip to Redis (default 2000)
+  --archive DIR where \`bakery archive\` put the start of the log: the replay reads it first.
+                Required once anything was archived (without it the archived orders would go)
   -h, --help    show this help
 
 Exit codes: 0 done; 1 differences or skipped entries (--verify), or a failure; 2 bad arguments.
@@ -34,6 +39,7 @@ Exit codes: 0 done; 1 differences or skipped entries (--verify), or a failure; 2
 Examples:
   bakery replay
   bakery replay --verify
+  bakery replay --verify --archive /archive
   BAKERY_NAMESPACE=staging bakery replay --verify > differences.txt
 `
 
@@ -90,15 +96,24 @@ export async function runReplay(
     const { values, positionals } = parseToolArgs(argv, {
       verify: { type: 'boolean', default: false },
       batch: { type: 'string' },
+      archive: { type: 'string' },
     })
     if (positionals.length > 0)
       throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
     const batchSize = positiveInt('batch', values.batch, 2000)
+    const archive = archiveOption(values.archive, config)
+    const label = values.verify ? 'verify' : 'replay'
+    try {
+      await requireArchive(redis, keys.partitions, archive, `bakery ${label}`)
+    } catch (error) {
+      if (error instanceof ArchiveRequired) throw new UsageError(error.message)
+      throw error
+    }
     const store = orderEventStore(redis, keys)
     const views = new ViewStore(redis, keys)
     const lengths = await Promise.all(keys.partitions.map((p) => redis.xlen(p.events)))
-    const total = lengths.reduce((sum, length) => sum + length, 0)
-    const label = values.verify ? 'verify' : 'replay'
+    const archived = archive ? await archivedEntries(redis, keys.partitions) : 0
+    const total = lengths.reduce((sum, length) => sum + length, archived)
     // A report interrupts the progress bar's line rather than being appended to it.
     const clearLine = io.stderr.isTTY ? '\r\u001b[K' : ''
     const progress = progressReporter(io.stderr, label, total)
@@ -106,6 +121,7 @@ export async function runReplay(
     const options: RebuildOptions = {
       batchSize,
       cacheSize: Math.max(10_000, batchSize * 4),
+      archive,
       onSkip: (entry: MalformedEntry) => io.stderr.write(`${clearLine}skipped ${entry.message}\n`),
       onProgress: (done) => {
         read = done

@@ -1,4 +1,6 @@
+import { resolve } from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { Archive } from '../projections/archive'
 import { ConfigError, loadConfig, type Config } from '../platform/config'
 import { keys, type Keys } from '../platform/keys'
 import { createLogger, describeError } from '../platform/logger'
@@ -118,6 +120,10 @@ export async function runTool(
     redis.disconnect()
   }
 }
+
+/** The archive `--archive DIR` names, for the namespace of `config`; undefined without it. */
+export const archiveOption = (dir: string | undefined, config: Config): Archive | undefined =>
+  dir === undefined ? undefined : new Archive(resolve(dir), config.BAKERY_NAMESPACE)
 
 /** `--help` anywhere in the arguments. */
 export const wantsHelp = (argv: readonly string[]) => argv.includes('--help') || argv.includes('-h')

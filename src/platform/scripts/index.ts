@@ -1,5 +1,6 @@
 import type { Cluster, Redis, Result } from 'ioredis'
 import { APPEND, APPEND_ONCE } from './append'
+import { COMMIT_SEGMENT, DROP_ORDER_STREAM } from './archive'
 import { PARK, UNPARK } from './outbox'
 import { ACQUIRE_REPLAY, FLIP_GENERATION, RENEW_LOCK } from './replay'
 import { CLAIM_RESEND } from './sweeper'
@@ -7,7 +8,7 @@ import { GET_VIEW, GET_VIEW_WITH_TAIL, SAVE_IF_NEWER } from './views'
 
 /*
  * Every Lua script Bakery runs, in one registry. Each lives as a delimited constant in the file
- * of its subject (append, outbox, views, replay, sweeper), with its keys and arguments written
+ * of its subject (append, outbox, views, replay, sweeper, archive), with its keys and arguments written
  * above it; here each is named, given its number of keys, and typed. `withScripts` defines them
  * all on a client once, and its type says so: the event store, the view store, the replay lock
  * and the sweeper take only a client that has them. Every script touches the keys of one
@@ -25,6 +26,8 @@ const SCRIPTS = {
   bakeryFlipGeneration: { keys: 2, lua: FLIP_GENERATION },
   bakeryRenewLock: { keys: 1, lua: RENEW_LOCK },
   bakeryClaimResend: { keys: 1, lua: CLAIM_RESEND },
+  bakeryCommitSegment: { keys: 4, lua: COMMIT_SEGMENT },
+  bakeryDropOrderStream: { keys: 3, lua: DROP_ORDER_STREAM },
 } as const
 
 // The scripts' signatures, for clients and their pipelines alike (ioredis's own pattern).
@@ -96,6 +99,25 @@ declare module 'ioredis' {
       from: number,
     ): Result<'lost' | 'moved' | 'flipped', Context>
     bakeryRenewLock(lock: string, token: string, ttlMs: number): Result<number, Context>
+    bakeryCommitSegment(
+      events: string,
+      archivedUpTo: string,
+      segments: string,
+      lock: string,
+      token: string,
+      after: string,
+      segment: string,
+      lastId: string,
+      nextId: string,
+    ): Result<'lost' | 'moved' | 'committed', Context>
+    bakeryDropOrderStream(
+      orderStream: string,
+      viewGeneration: string,
+      pending: string,
+      viewPrefix: string,
+      orderKey: string,
+      version: number,
+    ): Result<'pending' | 'dropped' | 'gone' | 'kept', Context>
   }
 }
 
