@@ -745,6 +745,18 @@ for (const { name: variant, cluster } of VARIANTS) {
       }
     })
 
+    it('size Redis stream nodes for an order stream: three events in one node, no 4 KB preallocation', () => {
+      assert.ok(redisNodes(cluster).length > 0)
+      for (const w of redisNodes(cluster)) {
+        const redis = w.pod.containers[0]!
+        const args = [...(redis.command ?? []), ...(redis.args ?? [])]
+        const bytes = Number(args[args.indexOf('--stream-node-max-bytes') + 1])
+        // Below 4096 (the most Redis preallocates), and not so small that an order's three
+        // entries (about 1.2 KB) take a second node.
+        assert.ok(bytes >= 1280 && bytes < 4096, `${w.name}: --stream-node-max-bytes ${bytes}`)
+      }
+    })
+
     it('keep every password out of ConfigMaps and literal values', () => {
       const secretValuesAll = [...cluster.secrets.values()].flatMap((s) => Object.values(s))
       const passwords = [...cluster.secrets.values()].flatMap((s) =>
