@@ -2,12 +2,17 @@ import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster } from 'ioredis'
 import { keys } from '../src/platform/keys'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { runArchive } from '../src/tools/archive'
 import { runEvents } from '../src/tools/events'
 import { runReplay } from '../src/tools/replay'
 import {
   countFinished,
   createVhost,
   driveOrders,
+  orderKeysIn,
   orderProblems,
   placeOrders,
   startRole,
@@ -112,6 +117,16 @@ describe('a six-node Redis Cluster with eight partitions', { timeout: 180_000 },
       return am - bm || as - bs
     })
     assert.deepEqual(ids, sorted, 'merged by time')
+
+    // Archived on the cluster (each partition's scripts in its own slot), nothing is lost.
+    const dir = await mkdtemp(join(tmpdir(), 'bakery-cluster-archive-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    const archived = await tool(runArchive, '--before', '0s', '--archive', dir)
+    assert.equal(archived.code, 0, archived.out + archived.err)
+    assert.match(archived.out, /^Archived 900 events .* the streams of 300 finished orders/)
+    const afterArchive = await tool(runReplay, '--verify', '--archive', dir)
+    assert.match(afterArchive.out, /against 900 events \(300 orders\) in [^:]+: 0 differences/)
+    assert.deepEqual(await orderKeysIn(client, k), [], 'finished orders keep no stream')
   })
 
   it('refuses another number of partitions on a store that has data', async () => {
