@@ -2,6 +2,7 @@
 // processes, and orders through the HTTP API. It imports from src/ only; test/ and bench/ import
 // it and never each other.
 export * from './orders'
+export * from './redis-cluster'
 export * from './roles'
 export * from './stack'
 export * from './wait'

@@ -15,13 +15,14 @@ import {
   orderKeysIn,
   orderProblems,
   placeOrders,
+  startRedisCluster,
   startRole,
   uniqueNamespace,
   waitFor,
+  type RedisCluster,
   type RoleProcess,
   type Vhost,
 } from './support'
-import { startRedisCluster, type RedisCluster } from './support/redis-cluster'
 import { captureIo } from './support/replay'
 
 const PARTITIONS = 8

@@ -10,12 +10,23 @@
 // --partitions N runs the roles and this tool with BAKERY_PARTITIONS=N. --concurrency C places
 // the orders C at a time as fast as they are answered instead of at --rate, and reports the
 // orders/s from the first POST to the last order finished (the machine's saturation).
+// --cluster runs the store on a six-node Redis Cluster of its own instead (harness/
+// redis-cluster.ts: three masters, a replica each; the roles get REDIS_CLUSTER_NODES, and P is 24
+// unless --partitions says otherwise): the Redis commands are those of the three masters, the
+// Redis CPU is given summed over the masters, summed over the replicas (what feeding them costs)
+// and node by node. --wait-replicas N sets REDIS_WAIT_REPLICAS for the roles (auto unless given:
+// 1 on a cluster), so that 1 and 0 compare the WAIT after each append with none. --replicas 0
+// makes the cluster three masters alone (and the WAIT 0): what the masters spend feeding their
+// replicas is the difference with --wait-replicas 0.
+// POST latency is each POST's round trip as this tool sees it (paced, or C at a time).
 // The three roles run from dist/ (npm run build first), with instant bakes, and tracing off or
 // (--tracing) exported over OTLP/HTTP protobuf to a sink here that counts the bytes.
 //   npx tsx bench/tools/per-order.ts [--orders 200] [--rate 50 | --concurrency 32]
 //     [--partitions 1] [--idle 5] [--tracing] [--trace-redis]
+//     [--cluster [--replicas 1|0] [--wait-replicas N]]
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -24,16 +35,17 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import amqp from 'amqplib'
-import { Redis } from 'ioredis'
-import { keys } from '../../src/platform/keys'
+import { Cluster, Redis } from 'ioredis'
+import { keys, type Keys } from '../../src/platform/keys'
+import type { RedisClient } from '../../src/platform/redis'
 import { machineTicks, sampleProcess } from '../procstat'
 import {
   createVhost,
   freePort,
   isolatedEnv,
-  placeOrders,
   receptionUrl,
   postOrder,
+  startRedisCluster,
   startRole,
   uniqueNamespace,
   waitFor,
@@ -46,14 +58,21 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '50' },
     tracing: { type: 'boolean', default: false },
     'trace-redis': { type: 'boolean', default: false },
-    partitions: { type: 'string', default: '1' },
+    partitions: { type: 'string' },
     concurrency: { type: 'string' },
     idle: { type: 'string', default: '5' },
+    cluster: { type: 'boolean', default: false },
+    replicas: { type: 'string', default: '1' },
+    'wait-replicas': { type: 'string' },
   },
 })
 const ORDERS = Number(values.orders)
 const RATE = Number(values.rate)
-const PARTITIONS = Number(values.partitions)
+const CLUSTER = values.cluster
+const PARTITIONS = Number(values.partitions ?? (CLUSTER ? 24 : 1))
+const REPLICAS = values.replicas === '0' ? 0 : 1
+// Without replicas a WAIT for one would fail every append.
+const WAIT_REPLICAS = values['wait-replicas'] ?? (CLUSTER && REPLICAS === 0 ? '0' : undefined)
 const CONCURRENCY = values.concurrency === undefined ? undefined : Number(values.concurrency)
 const IDLE_S = Number(values.idle)
 
@@ -76,6 +95,98 @@ async function redisCpu(redis: Redis): Promise<{ all: number; main: number }> {
   }
 }
 
+/** A node whose CPU is measured, over a connection of its own. */
+interface StoreNode {
+  readonly redis: Redis
+  readonly role: 'redis' | 'master' | 'replica'
+  readonly label: string
+}
+
+/** The Redis the roles use: one redis-server, or a Redis Cluster, of this tool's own. */
+interface Store {
+  /** What this tool reads the orders' progress through. */
+  readonly client: RedisClient
+  /** How the roles reach it. */
+  readonly env: Record<string, string>
+  readonly nodes: readonly StoreNode[]
+  /** Partitions by master (its label); empty on one Redis. */
+  readonly partitionsPerMaster: (k: Keys) => Promise<Map<string, number>>
+  readonly close: () => Promise<void>
+}
+
+async function startOwnRedis(): Promise<Store> {
+  const dir = mkdtempSync(join(tmpdir(), 'bakery-per-order-'))
+  const port = await freePort()
+  const server = spawn('redis-server', ['--port', String(port), '--dir', dir, '--save', ''], {
+    stdio: 'ignore',
+  })
+  const redisUrl = `redis://127.0.0.1:${port}`
+  const redis = new Redis(redisUrl, { lazyConnect: true })
+  const close = async () => {
+    redis.disconnect()
+    server.kill('SIGTERM')
+    rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    await waitFor('redis-server', async () => (await redis.connect().then(() => true)) || false)
+  } catch (error) {
+    await close()
+    throw error
+  }
+  return {
+    client: redis,
+    env: { REDIS_URL: redisUrl },
+    nodes: [{ redis, role: 'redis', label: 'redis' }],
+    partitionsPerMaster: async () => new Map(),
+    close,
+  }
+}
+
+async function startOwnCluster(): Promise<Store> {
+  const cluster = await startRedisCluster(3, { replicas: REPLICAS })
+  const connections: Redis[] = []
+  let client: Cluster | undefined
+  const close = async () => {
+    client?.disconnect()
+    for (const redis of connections) redis.disconnect()
+    await cluster.close()
+  }
+  try {
+    const masters = new Set((await cluster.masters()).map(({ port }) => port))
+    const nodes = await Promise.all(
+      cluster.nodes.map(async ({ port }): Promise<StoreNode> => {
+        const redis = new Redis({ host: '127.0.0.1', port })
+        connections.push(redis)
+        if (masters.has(port)) return { redis, role: 'master', label: `master :${port}` }
+        const of = /^master_port:(\d+)/m.exec(await redis.info('replication'))?.[1]
+        return { redis, role: 'replica', label: `replica :${port} of :${of}` }
+      }),
+    )
+    client = new Cluster(cluster.nodes.map(({ port }) => ({ host: '127.0.0.1', port })))
+    const any = nodes[0]!.redis
+    return {
+      client,
+      env: { REDIS_CLUSTER_NODES: cluster.seeds },
+      nodes,
+      partitionsPerMaster: async (k) => {
+        const ranges = (await any.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][]
+        const counts = new Map<string, number>()
+        for (const partition of k.partitions) {
+          const slot = Number(await any.call('CLUSTER', 'KEYSLOT', partition.events))
+          const [, , [, port] = []] = ranges.find(([from, to]) => from <= slot && slot <= to) ?? []
+          const label = `master :${port}`
+          counts.set(label, (counts.get(label) ?? 0) + 1)
+        }
+        return counts
+      },
+      close,
+    }
+  } catch (error) {
+    await close()
+    throw error
+  }
+}
+
 /** Takes OTLP/HTTP exports and counts their bytes. */
 async function startSink(): Promise<{ url: string; bytes: () => number; close: () => void }> {
   let bytes = 0
@@ -91,17 +202,17 @@ async function startSink(): Promise<{ url: string; bytes: () => number; close: (
 
 async function main(): Promise<void> {
   const sink = values.tracing ? await startSink() : undefined
-  const dir = mkdtempSync(join(tmpdir(), 'bakery-per-order-'))
-  const port = await freePort()
-  const server = spawn('redis-server', ['--port', String(port), '--dir', dir, '--save', ''], {
-    stdio: 'ignore',
+  const store = CLUSTER ? await startOwnCluster() : await startOwnRedis()
+  const redis = store.client
+  // The nodes whose commands are counted: the one Redis, or the masters (a replica runs the
+  // masters' writes again, which are not Bakery's commands).
+  const counted = store.nodes.filter(({ role }) => role !== 'replica')
+  const vhost = await createVhost('per-order').catch(async (error: unknown) => {
+    await store.close()
+    throw error
   })
-  const redisUrl = `redis://127.0.0.1:${port}`
-  const redis = new Redis(redisUrl, { lazyConnect: true })
-  const vhost = await createVhost('per-order')
   const roles: [string, RoleProcess][] = []
   try {
-    await waitFor('redis-server', async () => (await redis.connect().then(() => true)) || false)
     const namespace = uniqueNamespace('per-order')
     const k = keys(namespace, PARTITIONS)
     const env = {
@@ -109,7 +220,8 @@ async function main(): Promise<void> {
         BAKE_TIME_SCALE: '0',
         BAKERY_PARTITIONS: String(PARTITIONS),
       }),
-      REDIS_URL: redisUrl,
+      ...store.env,
+      ...(WAIT_REPLICAS !== undefined && { REDIS_WAIT_REPLICAS: WAIT_REPLICAS }),
       ...(sink && {
         OTEL_SDK_DISABLED: 'false',
         OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
@@ -141,31 +253,62 @@ async function main(): Promise<void> {
       ])
       return status === 'finished' && outboxes.every((length) => length === 0)
     }
-    /** The first of `orders` whose view is not finished yet (one pipeline). */
+    /** The first of `orders` whose view is not finished yet (one pipeline per partition). */
     const firstUnfinished = async (orders: readonly string[]) => {
       count('hget', orders.length)
-      const pipeline = redis.pipeline()
-      for (const order of orders) pipeline.hget(k.view(order), 'status')
-      const replies = (await pipeline.exec()) ?? []
-      return orders.find((_, i) => replies[i]?.[1] !== 'finished')
+      const unfinished = new Set<string>()
+      const byPartition = Map.groupBy(orders, (order) => k.of(order).index)
+      for (const group of byPartition.values()) {
+        const pipeline = redis.pipeline()
+        for (const order of group) pipeline.hget(k.view(order), 'status')
+        const replies = (await pipeline.exec()) ?? []
+        group.forEach((order, i) => replies[i]?.[1] !== 'finished' && unfinished.add(order))
+      }
+      return orders.find((order) => unfinished.has(order))
     }
 
     const rabbit = beamPid()
+    // Redis's CPU: the one server's, or the masters' and the replicas' summed, then node by node.
+    const partitionsPerMaster = await store.partitionsPerMaster(k)
+    const redisSeries: { name: string; nodes: StoreNode[]; thread: 'all' | 'main' }[] = CLUSTER
+      ? [
+          ...(['master', 'replica'] as const).flatMap((role) => {
+            const nodes = store.nodes.filter((node) => node.role === role)
+            const name = `redis ${role}s (${nodes.length})`
+            if (nodes.length === 0) return []
+            return [
+              { name, nodes, thread: 'all' as const },
+              { name: `${name} main thread`, nodes, thread: 'main' as const },
+            ]
+          }),
+          ...store.nodes.map((node) => ({
+            name: `  ${node.label}${node.role === 'master' ? `, ${partitionsPerMaster.get(node.label) ?? 0} partitions` : ''}`,
+            nodes: [node],
+            thread: 'all' as const,
+          })),
+        ]
+      : [
+          { name: 'redis', nodes: [...store.nodes], thread: 'all' },
+          { name: 'redis main thread', nodes: [...store.nodes], thread: 'main' },
+        ]
     const measured = [
       ...roles.map(([name]) => name),
-      'redis',
-      'redis main thread',
+      ...redisSeries.map(({ name }) => name),
       'rabbitmq',
       'this tool',
     ]
     const sampleCpu = async (): Promise<CpuSample> => {
-      count('info')
-      const redisNow = await redisCpu(redis)
+      count('info', counted.length)
+      const redisNow = new Map(
+        await Promise.all(
+          store.nodes.map(async (node) => [node, await redisCpu(node.redis)] as const),
+        ),
+      )
       const sample: CpuSample = new Map(
         roles.map(([name, role]) => [name, sampleProcess(role.child.pid!)?.cpuS ?? NaN]),
       )
-      sample.set('redis', redisNow.all)
-      sample.set('redis main thread', redisNow.main)
+      for (const { name, nodes, thread } of redisSeries)
+        sample.set(name, sum(nodes.map((node) => redisNow.get(node)![thread])))
       sample.set('rabbitmq', rabbit === undefined ? NaN : (sampleProcess(rabbit)?.cpuS ?? NaN))
       const { user, system } = process.cpuUsage()
       sample.set('this tool', (user + system) / 1e6)
@@ -184,21 +327,40 @@ async function main(): Promise<void> {
     const idle = cpuBetween(idleFrom, await sampleCpu())
     const idleS = (performance.now() - idleStarted) / 1000
     await channel.purgeQueue(queue)
-    await redis.config('RESETSTAT')
+    for (const node of store.nodes) await node.redis.config('RESETSTAT')
     own.clear()
     const bytesBefore = sink?.bytes() ?? 0
     const cpuBefore = await sampleCpu()
     const machineBefore = machineTicks()
 
+    // Each POST timed; C at a time as harness/orders.ts's placeOrders places them, or paced.
+    const latencies: number[] = []
+    const timed = async (body?: unknown) => {
+      const from = performance.now()
+      const order = await postOrder(base, body)
+      latencies.push(performance.now() - from)
+      return order
+    }
     const started = performance.now()
     const orders: string[] = []
-    if (CONCURRENCY !== undefined) orders.push(...(await placeOrders(base, ORDERS, CONCURRENCY)))
-    else
+    if (CONCURRENCY !== undefined) {
+      const label = randomBytes(3).toString('hex')
+      let next = 0
+      const worker = async () => {
+        while (next < ORDERS) {
+          const i = next++
+          orders.push(
+            await timed({ customer: `customer ${label} ${i}`, pastry: `pastry ${i % 23}` }),
+          )
+        }
+      }
+      await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+    } else
       for (let i = 0; i < ORDERS; i++) {
         const due = started + (i * 1000) / RATE
         const wait = due - performance.now()
         if (wait > 0) await sleep(wait)
-        orders.push(await postOrder(base))
+        orders.push(await timed())
       }
     const postedS = (performance.now() - started) / 1000
     let pending = orders.at(-1)
@@ -216,16 +378,31 @@ async function main(): Promise<void> {
       machineAfter = machineTicks()
       pending = await firstUnfinished(orders)
     }
-    const stats = (await redis.info('commandstats')).split('\n')
+    const stats = (
+      await Promise.all(counted.map(({ redis: node }) => node.info('commandstats')))
+    ).flatMap((info) => info.split('\n'))
     const { messageCount: messages } = await channel.checkQueue(queue)
     await connection.close()
 
     const commands = new Map<string, number>()
     for (const line of stats) {
       const match = /^cmdstat_(\S+):calls=(\d+)/.exec(line.trim())
-      if (!match) continue
-      const calls = Number(match[2]) - (own.get(match[1]!) ?? 0)
-      if (calls > 0) commands.set(match[1]!, calls)
+      if (match) commands.set(match[1]!, (commands.get(match[1]!) ?? 0) + Number(match[2]))
+    }
+    for (const [name, calls] of commands) {
+      const net = calls - (own.get(name) ?? 0)
+      if (net > 0) commands.set(name, net)
+      else commands.delete(name)
+    }
+    latencies.sort((a, b) => a - b)
+    const percentile = (p: number) =>
+      latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN
+    const latency = {
+      mean: sum(latencies) / latencies.length,
+      p50: percentile(50),
+      p90: percentile(90),
+      p99: percentile(99),
+      max: latencies.at(-1) ?? NaN,
     }
     const total = [...commands.values()].reduce((a, b) => a + b, 0)
     const machineBusy =
@@ -250,13 +427,21 @@ async function main(): Promise<void> {
       ]),
       ['  the three roles', `${roleTotal('measured')} / ${roleTotal('net')}`],
       ...measured.map((name): [string, string] => [
-        `background CPU ms/s, ${name}`,
+        `background CPU ms/s, ${name.trim()}`,
         ((idle.get(name)! * 1000) / idleS).toFixed(2),
       ]),
     ]
     const rows: [string, string][] = [
       ['orders', String(ORDERS)],
       ['partitions', String(PARTITIONS)],
+      ...(CLUSTER
+        ? [
+            ['Redis Cluster, masters + replicas', `3 + ${3 * REPLICAS}`],
+            ['REDIS_WAIT_REPLICAS', WAIT_REPLICAS ?? 'auto (1)'],
+          ]
+        : WAIT_REPLICAS !== undefined
+          ? [['REDIS_WAIT_REPLICAS', WAIT_REPLICAS]]
+          : []),
       [
         CONCURRENCY === undefined
           ? `paced at ${RATE}/s, posted in s`
@@ -265,6 +450,11 @@ async function main(): Promise<void> {
       ],
       ['first POST to last finished, s', elapsedS.toFixed(2)],
       ['orders/s end to end', (ORDERS / elapsedS).toFixed(0)],
+      ['POST latency ms, mean / p50', `${latency.mean.toFixed(1)} / ${latency.p50.toFixed(1)}`],
+      [
+        'POST latency ms, p90 / p99 / max',
+        [latency.p90, latency.p99, latency.max].map((ms) => ms.toFixed(1)).join(' / '),
+      ],
       ['machine busy (all cores, everyone)', `${(machineBusy * 100).toFixed(0)} %`],
       ['messages through RabbitMQ per order', (messages / ORDERS).toFixed(2)],
       ['Redis commands per order (all)', (total / ORDERS).toFixed(2)],
@@ -285,12 +475,17 @@ async function main(): Promise<void> {
         rate: CONCURRENCY === undefined ? RATE : undefined,
         concurrency: CONCURRENCY,
         partitions: PARTITIONS,
+        cluster: CLUSTER,
+        replicas: CLUSTER ? 3 * REPLICAS : undefined,
+        waitReplicas: WAIT_REPLICAS,
+        partitionsPerMaster: CLUSTER ? Object.fromEntries(partitionsPerMaster) : undefined,
         tracing: values.tracing,
         ordersPerS: ORDERS / elapsedS,
+        postLatencyMs: latency,
         machineBusy,
-        cpuMsPerOrder: cpu,
+        cpuMsPerOrder: Object.fromEntries(measured.map((name) => [name.trim(), cpu[name]])),
         backgroundCpuMsPerS: Object.fromEntries(
-          measured.map((name) => [name, (idle.get(name)! * 1000) / idleS]),
+          measured.map((name) => [name.trim(), (idle.get(name)! * 1000) / idleS]),
         ),
         messagesPerOrder: messages / ORDERS,
         redisCommandsPerOrder: total / ORDERS,
@@ -301,10 +496,8 @@ async function main(): Promise<void> {
     )
   } finally {
     await Promise.all(roles.map(([, role]) => role.stop()))
-    redis.disconnect()
-    server.kill('SIGTERM')
+    await store.close()
     await vhost.drop()
-    rmSync(dir, { recursive: true, force: true })
     sink?.close()
   }
 }

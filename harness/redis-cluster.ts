@@ -1,18 +1,21 @@
+// A Redis Cluster of one's own on free ports: what the cluster test and `bench/tools/per-order.ts
+// --cluster` run Bakery against.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
-import { freePort, waitFor } from '.'
+import { freePort } from './stack'
+import { waitFor } from './wait'
 
 const run = promisify(execFile)
 
 /**
- * A Redis Cluster of the test's own: `masters` masters with one replica each, every node a
- * redis-server on a free port with its directory in a temporary folder, created with
- * `redis-cli --cluster create`. Nodes still running are killed when the cluster is closed or the
- * test process exits.
+ * A Redis Cluster of the caller's own (a test's, a benchmark's): `masters` masters with one
+ * replica each (or none: `replicas: 0`), every node a redis-server on a free port with its
+ * directory in a temporary folder, created with `redis-cli --cluster create`. Nodes still running are killed when the cluster is
+ * closed or the process exits.
  */
 export interface RedisNode {
   readonly port: number
@@ -33,16 +36,20 @@ export interface RedisCluster {
   readonly keysPerMaster: () => Promise<Map<number, number>>
   /**
    * Waits until every slot is served by a running master and the cluster says `ok`, and (unless
-   * `replicated` is false) every master has a replica in sync, which a WAIT needs.
+   * `replicated` is false, as it is by default without replicas) every master has a replica in
+   * sync, which a WAIT needs.
    */
   readonly healthy: (options?: { replicated?: boolean }) => Promise<void>
   readonly close: () => Promise<void>
 }
 
-export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+export async function startRedisCluster(
+  masters = 3,
+  { replicas = 1 }: { replicas?: 0 | 1 } = {},
+): Promise<RedisCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'bakery-redis-cluster-'))
-  const ports = await distinctFreePorts(masters * 2)
-  const busPorts = await distinctFreePorts(masters * 2, new Set(ports))
+  const ports = await distinctFreePorts(masters * (1 + replicas))
+  const busPorts = await distinctFreePorts(ports.length, new Set(ports))
   const children = new Map<number, ChildProcess>()
   const killAll = () => {
     for (const child of children.values()) if (child.exitCode === null) child.kill('SIGKILL')
@@ -99,7 +106,7 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
       'create',
       ...ports.map((port) => `127.0.0.1:${port}`),
       '--cluster-replicas',
-      '1',
+      String(replicas),
       '--cluster-yes',
     ])
   } catch (error) {
@@ -122,7 +129,7 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
         counts.set(master.port, await ask(master.port, (redis) => redis.dbsize()))
       return counts
     },
-    healthy: async ({ replicated = true } = {}) => {
+    healthy: async ({ replicated = replicas > 0 } = {}) => {
       await waitFor(
         `the Redis Cluster to serve every slot${replicated ? ', each master replicated' : ''}`,
         async () => {
