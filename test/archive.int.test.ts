@@ -51,9 +51,8 @@ describe('the archive', () => {
     archivePartition(b.redis, partition, archive, { ...options, before: FUTURE() })
 
   it('commits a segment only for the lock holder, from the marker it started at', async () => {
-    const { b } = namespaces.fresh('archive-commit')
-    const partition = b.keys.partitions[0]!
-    await seedOrders(b, 2)
+    const { b, partition, archive } = fresh('archive-commit')
+    const orders = await seedOrders(b, 2)
     await b.redis.set(partition.archiveLock, 'mine')
     const [first, , , , , last] = (await b.redis.xrange(partition.events, '-', '+')).map(
       ([id]) => id,
@@ -65,11 +64,13 @@ describe('the archive', () => {
         partition.archivedUpTo,
         partition.archiveSegments,
         partition.archiveLock,
+        partition.archivePending,
         token,
         after,
         name,
         last!,
         `${last!.split('-')[0]}-${Number(last!.split('-')[1]) + 1}`,
+        ...orders.flatMap((order) => [order, 3]),
       )
     assert.equal(await commit('theirs', ''), 'lost')
     assert.equal(await commit('mine', '0-1'), 'moved')
@@ -79,6 +80,13 @@ describe('the archive', () => {
     assert.equal(await b.redis.xlen(partition.events), 0)
     assert.equal(await b.redis.get(partition.archivedUpTo), last)
     assert.deepEqual(segmentRange(name), { first, last, entries: 6 })
+
+    // The run stops here, before it drops anything: the next one drops what the commit recorded.
+    assert.equal(await b.redis.hlen(partition.archivePending), 2)
+    await b.redis.del(partition.archiveLock)
+    const next = await archiveAll(b, partition, archive)
+    assert.deepEqual([next.entries, next.dropped], [0, 2])
+    for (const order of orders) assert.equal(await b.redis.exists(partition.orderStream(order)), 0)
   })
 
   it('keeps a finished order whose view lags, and drops it once the view has caught up', async () => {

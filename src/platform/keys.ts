@@ -47,7 +47,11 @@ export interface PartitionKeys {
   readonly archivedUpTo: string
   /** Held by the one `bakery archive` that may archive this partition. */
   readonly archiveLock: string
-  /** Finished orders whose stream waits, archived, for its view to catch up before it goes. */
+  /**
+   * Finished orders whose stream is to go (order key -> version of its OrderBaked): recorded with
+   * the commit of the segment that archived that event, removed once the stream is dropped, which
+   * waits for the order's view to have folded it.
+   */
   readonly archivePending: string
 }
 

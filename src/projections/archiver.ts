@@ -87,12 +87,12 @@ export async function archivePartition(
     let after = (await redis.get(partition.archivedUpTo)) ?? undefined
     let entries = 0
     let segments = 0
-    const finished = new Map<string, number>()
     while (end !== undefined) {
       if ((await redis.bakeryRenewLock(partition.archiveLock, token, ttl)) !== 1)
         throw new ArchiveInterrupted(
           `the archive of partition ${partition.index} lost its lock; nothing more was trimmed`,
         )
+      const finished = new Map<string, number>()
       const run = logRun(redis, partition, after, end, options, finished)
       const written = await writeSegment(archive.partitionDir(partition), run)
       if (!written) break
@@ -101,11 +101,13 @@ export async function archivePartition(
         partition.archivedUpTo,
         partition.archiveSegments,
         partition.archiveLock,
+        partition.archivePending,
         token,
         after ?? '',
         written.name,
         written.last,
         nextId(written.last),
+        ...[...finished].flat(),
       )
       if (committed !== 'committed')
         throw new ArchiveInterrupted(
@@ -123,9 +125,7 @@ export async function archivePartition(
     const held = await redis.xrange(partition.events, '-', `(${cutoff}`, 'COUNT', 1)
 
     // The orders finished in what was archived, and those an earlier run left waiting.
-    for (const [order, version] of Object.entries(await redis.hgetall(partition.archivePending)))
-      if (!finished.has(order)) finished.set(order, Number(version))
-    const outcomes = await dropStreams(redis, partition, finished, options.batchSize)
+    const outcomes = await dropStreams(redis, partition, options.batchSize)
     return {
       index: partition.index,
       entries,
@@ -166,29 +166,27 @@ async function* logRun(
   }
 }
 
-async function dropStreams(
-  redis: ScriptedRedis,
-  partition: PartitionKeys,
-  finished: ReadonlyMap<string, number>,
-  batchSize: number,
-) {
-  const orders = [...finished]
+/** Drops the streams the partition's pending orders allow; what became of each. */
+async function dropStreams(redis: ScriptedRedis, partition: PartitionKeys, batchSize: number) {
   const outcomes: string[] = []
-  for (let i = 0; i < orders.length; i += batchSize) {
+  let cursor = '0'
+  do {
+    const [next, flat] = await redis.hscan(partition.archivePending, cursor, 'COUNT', batchSize)
+    cursor = next
     const pipeline: ChainableCommander = redis.pipeline()
-    for (const [order, version] of orders.slice(i, i + batchSize))
+    for (let i = 0; i + 1 < flat.length; i += 2)
       pipeline.bakeryDropOrderStream(
-        partition.orderStream(order),
+        partition.orderStream(flat[i]!),
         partition.viewGeneration,
         partition.archivePending,
         partition.viewPrefix,
-        order,
-        version,
+        flat[i]!,
+        Number(flat[i + 1]),
       )
     for (const [error, outcome] of (await pipeline.exec()) ?? []) {
       if (error) throw error
       outcomes.push(String(outcome))
     }
-  }
+  } while (cursor !== '0')
   return outcomes
 }

@@ -26,7 +26,7 @@ const SCRIPTS = {
   bakeryFlipGeneration: { keys: 2, lua: FLIP_GENERATION },
   bakeryRenewLock: { keys: 1, lua: RENEW_LOCK },
   bakeryClaimResend: { keys: 1, lua: CLAIM_RESEND },
-  bakeryCommitSegment: { keys: 4, lua: COMMIT_SEGMENT },
+  bakeryCommitSegment: { keys: 5, lua: COMMIT_SEGMENT },
   bakeryDropOrderStream: { keys: 3, lua: DROP_ORDER_STREAM },
 } as const
 
@@ -104,11 +104,13 @@ declare module 'ioredis' {
       archivedUpTo: string,
       segments: string,
       lock: string,
+      pending: string,
       token: string,
       after: string,
       segment: string,
       lastId: string,
       nextId: string,
+      ...finished: (string | number)[]
     ): Result<'lost' | 'moved' | 'committed', Context>
     bakeryDropOrderStream(
       orderStream: string,
