@@ -90,7 +90,12 @@ describe('bakery archive', { timeout: 240_000 }, () => {
     const runs: string[] = []
     try {
       for (let run = 0; run < 4; run++) {
-        await new Promise((resolve) => setTimeout(resolve, 1500))
+        // Each run finds new orders in the log, some finished and some not.
+        const placed = load.accepted.length
+        await waitFor('more orders to be placed', () => load.accepted.length >= placed + 100, {
+          timeoutMs: 30_000,
+          intervalMs: 50,
+        })
         const archived = await tool(
           runArchive,
           '--before',

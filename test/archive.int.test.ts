@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { PartitionKeys } from '../src/platform/keys'
 import { Archive, segmentName, segmentRange } from '../src/projections/archive'
-import { archivePartition } from '../src/projections/archiver'
+import { archivePartition, commitSegment } from '../src/projections/archiver'
 import { lastLogId, readLog } from '../src/projections/log-entries'
 import { foldOrderStream } from '../src/projections/rebuild'
 import { MalformedEntry } from '../src/platform/errors'
@@ -58,25 +58,14 @@ describe('the archive', () => {
       ([id]) => id,
     )
     const name = segmentName(first!, last!, 6)
-    const commit = (token: string, after: string) =>
-      b.redis.bakeryCommitSegment(
-        partition.events,
-        partition.archivedUpTo,
-        partition.archiveSegments,
-        partition.archiveLock,
-        partition.archivePending,
-        token,
-        after,
-        name,
-        last!,
-        `${last!.split('-')[0]}-${Number(last!.split('-')[1]) + 1}`,
-        ...orders.flatMap((order) => [order, 3]),
-      )
-    assert.equal(await commit('theirs', ''), 'lost')
+    const finished = new Map(orders.map((order) => [order, 3]))
+    const commit = (token: string, after: string | undefined) =>
+      commitSegment(b.redis, partition, token, after, { name, last: last! }, finished)
+    assert.equal(await commit('theirs', undefined), 'lost')
     assert.equal(await commit('mine', '0-1'), 'moved')
     assert.equal(await b.redis.xlen(partition.events), 6, 'nothing trimmed')
     assert.equal(await b.redis.llen(partition.archiveSegments), 0, 'nothing listed')
-    assert.equal(await commit('mine', ''), 'committed')
+    assert.equal(await commit('mine', undefined), 'committed')
     assert.equal(await b.redis.xlen(partition.events), 0)
     assert.equal(await b.redis.get(partition.archivedUpTo), last)
     assert.deepEqual(segmentRange(name), { first, last, entries: 6 })

@@ -41,6 +41,33 @@ const INDEX_BATCHES_PER_SWEEP = 20
 const RESEND_PER_SWEEP = 100
 
 /**
+ * Follows a partition's global log from its sweep cursor into its `unfinished` set, placed orders
+ * in and baked ones out, for at most `rounds` batches (all of it with Infinity). Idempotent:
+ * indexing an entry twice leaves the set as once, so overlapping callers do no harm.
+ */
+export async function indexUnfinished(
+  redis: ScriptedRedis,
+  { events, unfinished, sweepCursor }: PartitionKeys,
+  rounds: number,
+): Promise<void> {
+  let cursor = (await redis.get(sweepCursor)) ?? '0-0'
+  for (let round = 0; round < rounds; round++) {
+    const entries = await redis.xrange(events, `(${cursor}`, '+', 'COUNT', INDEX_BATCH)
+    if (entries.length === 0) return
+    const transaction = redis.multi()
+    for (const [id, flat] of entries) {
+      const { order, type } = fieldRecord(flat)
+      if (order === undefined) continue
+      // Scored by when it was placed: the time in its log entry's id.
+      if (type === OrderPlaced.$name) transaction.zadd(unfinished, 'NX', id.split('-')[0]!, order)
+      else if (type === OrderBaked.$name) transaction.zrem(unfinished, order)
+    }
+    cursor = entries.at(-1)![0]
+    await exec(transaction.set(sweepCursor, cursor))
+  }
+}
+
+/**
  * Finds orders that stay pending or baking (their command lost with the last second of a Redis
  * crash, or on the way) and sends their PlaceOrder again through the outbox. Every baker runs
  * one and none leads: in each period the one that takes the lease (SET NX, expiring with the
@@ -119,29 +146,10 @@ export class Sweeper {
     return sent
   }
 
-  /** Brings each partition's `unfinished` up to date with its global log. */
+  /** Brings each partition's `unfinished` up to date with its global log, a bounded step each. */
   async index(): Promise<void> {
-    for (const partition of this.options.store.keys.partitions) await this.indexPartition(partition)
-  }
-
-  /** Placed orders in, baked ones out. */
-  private async indexPartition({ events, unfinished, sweepCursor }: PartitionKeys): Promise<void> {
-    const { redis } = this.options
-    let cursor = (await redis.get(sweepCursor)) ?? '0-0'
-    for (let round = 0; round < INDEX_BATCHES_PER_SWEEP; round++) {
-      const entries = await redis.xrange(events, `(${cursor}`, '+', 'COUNT', INDEX_BATCH)
-      if (entries.length === 0) return
-      const transaction = redis.multi()
-      for (const [id, flat] of entries) {
-        const { order, type } = fieldRecord(flat)
-        if (order === undefined) continue
-        // Scored by when it was placed: the time in its log entry's id.
-        if (type === OrderPlaced.$name) transaction.zadd(unfinished, 'NX', id.split('-')[0]!, order)
-        else if (type === OrderBaked.$name) transaction.zrem(unfinished, order)
-      }
-      cursor = entries.at(-1)![0]
-      await exec(transaction.set(sweepCursor, cursor))
-    }
+    for (const partition of this.options.store.keys.partitions)
+      await indexUnfinished(this.options.redis, partition, INDEX_BATCHES_PER_SWEEP)
   }
 
   /** Sends the order's PlaceOrder again if its stream says it is still unfinished. */

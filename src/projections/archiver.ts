@@ -4,7 +4,7 @@ import { OrderBaked } from '../messages'
 import type { PartitionKeys } from '../platform/keys'
 import { compareStreamIds, fieldRecord } from '../platform/redis'
 import type { ScriptedRedis } from '../platform/scripts'
-import { writeSegment, type Archive, type RawEntry } from './archive'
+import { writeSegment, type Archive, type RawEntry, type WrittenSegment } from './archive'
 
 export interface ArchiveOptions {
   /** Entries recorded before this time (ms since the epoch, by their stream ids) are archived. */
@@ -96,19 +96,7 @@ export async function archivePartition(
       const run = logRun(redis, partition, after, end, options, finished)
       const written = await writeSegment(archive.partitionDir(partition), run)
       if (!written) break
-      const committed = await redis.bakeryCommitSegment(
-        partition.events,
-        partition.archivedUpTo,
-        partition.archiveSegments,
-        partition.archiveLock,
-        partition.archivePending,
-        token,
-        after ?? '',
-        written.name,
-        written.last,
-        nextId(written.last),
-        ...[...finished].flat(),
-      )
+      const committed = await commitSegment(redis, partition, token, after, written, finished)
       if (committed !== 'committed')
         throw new ArchiveInterrupted(
           committed === 'lost'
@@ -138,6 +126,34 @@ export async function archivePartition(
   } finally {
     await redis.bakeryRenewLock(partition.archiveLock, token, 0).catch(() => undefined)
   }
+}
+
+/**
+ * Commits a written segment (see COMMIT_SEGMENT): lists it, moves the partition's archived-up-to
+ * marker from `after` to its last entry, trims the log up to there, and records the orders it
+ * finished; only while `token` holds the partition's lock and the marker is still at `after`.
+ */
+export function commitSegment(
+  redis: ScriptedRedis,
+  partition: PartitionKeys,
+  token: string,
+  after: string | undefined,
+  segment: Pick<WrittenSegment, 'name' | 'last'>,
+  finished: ReadonlyMap<string, number>,
+) {
+  return redis.bakeryCommitSegment(
+    partition.events,
+    partition.archivedUpTo,
+    partition.archiveSegments,
+    partition.archiveLock,
+    partition.archivePending,
+    token,
+    after ?? '',
+    segment.name,
+    segment.last,
+    nextId(segment.last),
+    ...[...finished].flat(),
+  )
 }
 
 /**

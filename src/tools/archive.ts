@@ -1,8 +1,4 @@
-import { Sweeper } from '../baker/sweeper'
-import { createLogger } from '../platform/logger'
-import type { Keys } from '../platform/keys'
-import type { ScriptedRedis } from '../platform/scripts'
-import { orderEventStore } from '../wiring'
+import { indexUnfinished } from '../baker/sweeper'
 import { archivePartition, type PartitionArchived } from '../projections/archiver'
 import {
   archiveOption,
@@ -73,10 +69,13 @@ export async function runArchive(
     }
     const archive = archiveOption(values.archive, config)!
 
-    await indexForSweeper(redis, keys)
     const results: PartitionArchived[] = []
-    for (const partition of keys.partitions)
+    for (const partition of keys.partitions) {
+      // The archive never trims past the sweeper's index: it brings the index up to date first,
+      // as a baker would, so that no placed order escapes the sweeper.
+      await indexUnfinished(redis, partition, Infinity)
       results.push(await archivePartition(redis, partition, archive, options))
+    }
 
     const sum = (pick: (result: PartitionArchived) => number) =>
       results.reduce((total, result) => total + pick(result), 0)
@@ -96,24 +95,4 @@ export async function runArchive(
       )
     return 0
   })
-}
-
-/**
- * Brings the sweeper's index of unfinished orders up to date (what a baker does each period):
- * the archive never trims the log past it, so that no placed order escapes the sweeper.
- */
-async function indexForSweeper(redis: ScriptedRedis, keys: Keys): Promise<void> {
-  const sweeper = new Sweeper({
-    redis,
-    store: orderEventStore(redis, keys),
-    logger: createLogger('bakery-archive', 'silent'),
-    stuckAfterMs: Number.MAX_SAFE_INTEGER,
-  })
-  const cursors = () => Promise.all(keys.partitions.map((p) => redis.get(p.sweepCursor)))
-  for (let before = await cursors(); ; ) {
-    await sweeper.index()
-    const after = await cursors()
-    if (after.every((cursor, i) => cursor === before[i])) return
-    before = after
-  }
 }
