@@ -139,23 +139,24 @@ async function* readThroughArchive(
   // The id of the last entry read or passed over; everything up to it is done.
   let after: string | undefined
   let segmentsRead = 0
-  const fresh = ([id]: RawEntry) =>
-    (after === undefined || compareStreamIds(id, after) > 0) && afterStart(id, start)
+  const unread = (id: string) => after === undefined || compareStreamIds(id, after) > 0
+  const wanted = (id: string) => unread(id) && afterStart(id, start)
   for (;;) {
     const segments = await redis.lrange(partition.archiveSegments, segmentsRead, -1)
     segmentsRead += segments.length
     for (const segment of segments) {
       const { first, last } = segmentRange(segment)
       if (pastEnd(first, end)) return
-      if ((after === undefined || compareStreamIds(last, after) > 0) && afterStart(last, start))
+      // A segment that ends before what is wanted is passed over unread.
+      if (wanted(last))
         for await (const raw of readSegment(archive.segmentPath(partition, segment), batchSize)) {
-          const kept = raw.filter(fresh)
+          const kept = raw.filter(([id]) => wanted(id))
           const stop = kept.findIndex(([id]) => pastEnd(id, end))
           const usable = stop < 0 ? kept : kept.slice(0, stop)
           if (usable.length > 0) yield toBatch(usable)
           if (stop >= 0) return
         }
-      if (after === undefined || compareStreamIds(last, after) > 0) after = last
+      if (unread(last)) after = last
     }
     const from = after !== undefined && afterStart(after, start) ? `(${after}` : start
     const raw = await redis.xrange(partition.events, from, end, 'COUNT', batchSize)

@@ -85,6 +85,10 @@ export async function verifyReadModel(
   const label = `verify-${randomBytes(6).toString('hex')}`
   // SCAN may return a key twice; a difference is reported once.
   const reported = new Set<string>()
+  const report = (difference: ViewDifference) => {
+    reported.add(difference.orderKey)
+    options.onDifference(difference)
+  }
   const confirm = async (candidate: ViewDifference) => {
     const order = candidate.orderKey as OrderKey
     if (reported.has(order)) return
@@ -99,10 +103,6 @@ export async function verifyReadModel(
     const now = diffViews(order, folded ? viewHash(folded) : {}, live)
     if (!now || lagsByDesign(history, live)) return
     report(now)
-  }
-  const report = (difference: ViewDifference) => {
-    reported.add(difference.orderKey)
-    options.onDifference(difference)
   }
   const total = { entries: 0, skipped: 0, orders: 0 }
   for (const partition of keys.partitions) {
