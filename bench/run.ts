@@ -17,8 +17,6 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs'
-import { createServer as createHttpServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -26,6 +24,7 @@ import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import ts from 'typescript'
 import { percentile, type LoadPlan, type LoadResult } from './load-worker'
+import { startOtlpSink, tracingEnv, type SinkStats } from './otlp-sink'
 import { ProcessWatch, sampleProcess } from './procstat'
 import { formatSummary, summarize, type CpuProfile } from './profile'
 import { createVhost, dropNamespace, freePort, REDIS_URL, ROOT, startRole } from '../harness'
@@ -200,38 +199,6 @@ async function startProcess(
   return { name, child, tail }
 }
 
-/** A tiny OTLP/HTTP receiver: accepts POST /v1/traces and counts what arrived. */
-async function startOtlpSink(): Promise<{ url: string; stats: () => SinkStats; server: Server }> {
-  const stats = { requests: 0, bytes: 0 }
-  const server = createHttpServer((req, res) => {
-    let size = 0
-    req.on('data', (chunk: Buffer) => (size += chunk.length))
-    req.on('end', () => {
-      if (req.method === 'POST' && req.url === '/v1/traces') {
-        stats.requests += 1
-        stats.bytes += size
-        // An empty ExportTraceServiceResponse is zero bytes in protobuf.
-        res.writeHead(200, { 'content-type': req.headers['content-type'] ?? '' }).end()
-      } else {
-        res.writeHead(404).end()
-      }
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  onCleanup(async () => {
-    server.close()
-    return Promise.resolve()
-  })
-  const { port } = server.address() as AddressInfo
-  return { url: `http://127.0.0.1:${port}`, stats: () => ({ ...stats }), server }
-}
-
-interface SinkStats {
-  readonly requests: number
-  readonly bytes: number
-}
-
 // ---------------------------------------------------------------------------------------------
 // Systems under test
 
@@ -265,6 +232,7 @@ async function startBakery(label: string, o: BakeryOptions): Promise<System> {
   const amqpUrl = await newVhost(label)
   const port = await freePort()
   const sink = o.tracing ? await startOtlpSink() : undefined
+  if (sink) onCleanup(sink.close)
   const env: Record<string, string> = {
     BAKERY_NAMESPACE: namespace,
     AMQP_URL: amqpUrl,
@@ -276,14 +244,7 @@ async function startBakery(label: string, o: BakeryOptions): Promise<System> {
     QUEUE_TYPE: o.queueType,
     LOG_LEVEL: 'info',
     ...(o.prefetch ? { PREFETCH: String(o.prefetch) } : {}),
-    ...(sink
-      ? {
-          OTEL_SDK_DISABLED: 'false',
-          OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
-          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-          OTEL_TRACES_EXPORTER: 'otlp',
-        }
-      : { OTEL_SDK_DISABLED: 'true' }),
+    ...(sink ? tracingEnv(sink) : { OTEL_SDK_DISABLED: 'true' }),
   }
   const profDir = join(ROOT, 'bench', 'profiles')
   const start = async (role: string, name = role): Promise<Proc> => {

@@ -347,6 +347,42 @@ describe('one lean trace per order, exported over OTLP/HTTP JSON', () => {
     assert.equal(process.attributes['bakery.order_key'], orderKey)
     assert.ok(process.events.includes('exception'))
   })
+  test('a caller’s traceparent puts the request in the caller’s trace', async () => {
+    const callerTrace = randomBytes(16).toString('hex')
+    const callerSpan = randomBytes(8).toString('hex')
+    const response = await fetch(`${bakery().base}/orders`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        traceparent: `00-${callerTrace}-${callerSpan}-01`,
+      },
+      body: JSON.stringify({ customer: 'marge', pastry: 'la bombe' }),
+    })
+    assert.equal(response.status, 202)
+    const [, traceId, serverSpanId] =
+      TRACE_RESPONSE.exec(response.headers.get('traceresponse') ?? '') ?? []
+    assert.equal(traceId, callerTrace, 'traceresponse names the caller’s trace')
+    const span = await waitFor(
+      'the request’s span',
+      () => traceOf(receiver().spans, callerTrace).named('POST /orders', 'bakery-reception')[0],
+    )
+    assert.equal(span.spanId, serverSpanId)
+    assert.equal(span.parentSpanId, callerSpan, 'the server span is the child of the caller’s')
+    assert.equal(span.kind, SpanKind.server)
+    // The HTTP conventions' required attributes, and the conditionally required ones.
+    assert.deepEqual(
+      Object.fromEntries(
+        Object.entries(span.attributes).filter(([name]) => !name.startsWith('bakery.')),
+      ),
+      {
+        'http.request.method': 'POST',
+        'url.path': '/orders',
+        'url.scheme': 'http',
+        'http.route': '/orders',
+        'http.response.status_code': 202,
+      },
+    )
+  })
   test('a request that fails on our side: 500 with the trace id its span and its log line carry', async () => {
     // A stored entry that is not an event: a bug or a hand edit, not an outage.
     const orderKey = randomBytes(16).toString('hex')

@@ -11,7 +11,8 @@
 // (the VM's builtins, native code and system calls count for the JavaScript that called them);
 // the event loop; native code or the kernel. Folded stacks, for a flame graph (speedscope,
 // flamegraph.pl), go to bench/profiles/oncpu-<role>.folded.
-//   npx tsx bench/tools/oncpu.ts [--rate 150] [--seconds 20] [--warm-up 15]
+// With --tracing every order is traced and its spans exported over OTLP/HTTP to a sink.
+//   npx tsx bench/tools/oncpu.ts [--rate 150] [--seconds 20] [--warm-up 15] [--tracing]
 // Needs perf (Debian: linux-perf) and a kernel that lets this user profile its own processes.
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '20' },
     'warm-up': { type: 'string', default: '15' },
     top: { type: 'string', default: '12' },
+    tracing: { type: 'boolean', default: false },
   },
 })
 const PROFILES = join(ROOT, 'bench', 'profiles')
@@ -170,43 +172,50 @@ async function main(): Promise<void> {
   const pids = new Set<string>()
   const nodeOptions = `${roleNodeOptions()} --perf-basic-prof`
   try {
-    await withRoles('oncpu', nodeOptions, async ({ url, processes }) => {
-      for (const [, role] of processes) pids.add(String(role.child.pid))
-      const load = paced({
-        url,
-        connections: 16,
-        durationS: warmUpS + seconds + 1,
-        post: { customer: 'oncpu' },
-        overallRate: rate,
-      })
-      await sleep(warmUpS * 1000)
-      const cpuS = () => processes.map(([, role]) => sampleProcess(role.child.pid!)?.cpuS ?? NaN)
-      const before = cpuS()
-      const stops = processes.map(([name, role]) =>
-        record(role.child.pid!, join(work, `${name}.data`)),
-      )
-      await sleep(seconds * 1000)
-      await Promise.all(stops.map((stop) => stop()))
-      const used = cpuS().map((after, i) => after - before[i]!)
-      const result = await load
-      console.log(
-        `oncpu: ${rate} orders/s (${result.requests} posted, ${result.non2xx + result.errors} ` +
-          `not accepted), perf sampled ${seconds} s after ${warmUpS} s of warm-up`,
-      )
-      mkdirSync(PROFILES, { recursive: true })
-      const summary: Record<string, RoleSummary> = {}
-      for (const [i, [name]] of processes.entries()) {
-        const script = execFileSync('perf', ['script', '-i', join(work, `${name}.data`)], {
-          encoding: 'utf8',
-          maxBuffer: 1 << 30,
-          stdio: ['ignore', 'pipe', 'ignore'],
+    await withRoles(
+      'oncpu',
+      nodeOptions,
+      async ({ url, processes }) => {
+        for (const [, role] of processes) pids.add(String(role.child.pid))
+        const load = paced({
+          url,
+          connections: 16,
+          durationS: warmUpS + seconds + 1,
+          post: { customer: 'oncpu' },
+          overallRate: rate,
         })
-        summary[name] = report(name, parseSamples(script), (1000 * used[i]!) / (rate * seconds))
-      }
-      console.log(`\nfolded stacks: ${join(PROFILES, 'oncpu-<role>.folded')}`)
-      const at = new Date().toISOString()
-      console.log(JSON.stringify({ bench: 'oncpu', at, rate, seconds, summary }))
-    })
+        await sleep(warmUpS * 1000)
+        const cpuS = () => processes.map(([, role]) => sampleProcess(role.child.pid!)?.cpuS ?? NaN)
+        const before = cpuS()
+        const stops = processes.map(([name, role]) =>
+          record(role.child.pid!, join(work, `${name}.data`)),
+        )
+        await sleep(seconds * 1000)
+        await Promise.all(stops.map((stop) => stop()))
+        const used = cpuS().map((after, i) => after - before[i]!)
+        const result = await load
+        console.log(
+          `oncpu: ${rate} orders/s (${result.requests} posted, ${result.non2xx + result.errors} ` +
+            `not accepted), perf sampled ${seconds} s after ${warmUpS} s of warm-up`,
+        )
+        mkdirSync(PROFILES, { recursive: true })
+        const summary: Record<string, RoleSummary> = {}
+        for (const [i, [name]] of processes.entries()) {
+          const script = execFileSync('perf', ['script', '-i', join(work, `${name}.data`)], {
+            encoding: 'utf8',
+            maxBuffer: 1 << 30,
+            stdio: ['ignore', 'pipe', 'ignore'],
+          })
+          summary[name] = report(name, parseSamples(script), (1000 * used[i]!) / (rate * seconds))
+        }
+        console.log(`\nfolded stacks: ${join(PROFILES, 'oncpu-<role>.folded')}`)
+        const at = new Date().toISOString()
+        console.log(
+          JSON.stringify({ bench: 'oncpu', at, rate, seconds, tracing: values.tracing, summary }),
+        )
+      },
+      { tracing: values.tracing },
+    )
   } finally {
     // What --perf-basic-prof leaves behind: perf's symbol maps, and V8's log in the working
     // directory.

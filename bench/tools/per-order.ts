@@ -25,10 +25,7 @@
 //     [--partitions 1] [--idle 5] [--tracing] [--trace-redis]
 //     [--cluster [--replicas 1|0] [--wait-replicas N]]
 import { spawn, spawnSync } from 'node:child_process'
-import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -38,6 +35,7 @@ import amqp from 'amqplib'
 import { Cluster, Redis } from 'ioredis'
 import { keys, type Keys } from '../../src/platform/keys'
 import type { RedisClient } from '../../src/platform/redis'
+import { startOtlpSink, tracingEnv } from '../otlp-sink'
 import { machineTicks, sampleProcess } from '../procstat'
 import {
   createVhost,
@@ -187,21 +185,8 @@ async function startOwnCluster(): Promise<Store> {
   }
 }
 
-/** Takes OTLP/HTTP exports and counts their bytes. */
-async function startSink(): Promise<{ url: string; bytes: () => number; close: () => void }> {
-  let bytes = 0
-  const server = createServer((req, res) => {
-    req.on('data', (chunk: Buffer) => (bytes += chunk.length))
-    req.on('end', () => res.writeHead(200).end())
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  return { url: `http://127.0.0.1:${port}`, bytes: () => bytes, close: () => server.close() }
-}
-
 async function main(): Promise<void> {
-  const sink = values.tracing ? await startSink() : undefined
+  const sink = values.tracing ? await startOtlpSink() : undefined
   const store = CLUSTER ? await startOwnCluster() : await startOwnRedis()
   const redis = store.client
   // The nodes whose commands are counted: the one Redis, or the masters (a replica runs the
@@ -223,9 +208,7 @@ async function main(): Promise<void> {
       ...store.env,
       ...(WAIT_REPLICAS !== undefined && { REDIS_WAIT_REPLICAS: WAIT_REPLICAS }),
       ...(sink && {
-        OTEL_SDK_DISABLED: 'false',
-        OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
-        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+        ...tracingEnv(sink),
         OTEL_BSP_SCHEDULE_DELAY: '200',
         BAKERY_TRACE_REDIS: String(values['trace-redis']),
       }),
@@ -329,7 +312,7 @@ async function main(): Promise<void> {
     await channel.purgeQueue(queue)
     for (const node of store.nodes) await node.redis.config('RESETSTAT')
     own.clear()
-    const bytesBefore = sink?.bytes() ?? 0
+    const bytesBefore = sink?.stats().bytes ?? 0
     const cpuBefore = await sampleCpu()
     const machineBefore = machineTicks()
 
@@ -463,7 +446,12 @@ async function main(): Promise<void> {
         .map(([name, calls]): [string, string] => [`  ${name}`, (calls / ORDERS).toFixed(2)]),
       ...cpuRows,
       ...(sink
-        ? [['OTLP bytes per order (so far)', ((sink.bytes() - bytesBefore) / ORDERS).toFixed(0)]]
+        ? [
+            [
+              'OTLP bytes per order (so far)',
+              ((sink.stats().bytes - bytesBefore) / ORDERS).toFixed(0),
+            ],
+          ]
         : []),
     ] as [string, string][]
     for (const [label, value] of rows) console.log(`${label.padEnd(40)} ${value.padStart(15)}`)
@@ -498,7 +486,7 @@ async function main(): Promise<void> {
     await Promise.all(roles.map(([, role]) => role.stop()))
     await store.close()
     await vhost.drop()
-    sink?.close()
+    await sink?.close()
   }
 }
 

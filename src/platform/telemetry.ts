@@ -1,17 +1,12 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { diag, TraceFlags, type Span } from '@opentelemetry/api'
+import { diag, type Span } from '@opentelemetry/api'
 import { getBooleanFromEnv, setGlobalErrorHandler } from '@opentelemetry/core'
 import { NodeSDK } from '@opentelemetry/sdk-node'
-import { HttpInstrumentation } from '@opentelemetry/instrumentation-http'
 import { KoaInstrumentation, KoaLayerType } from '@opentelemetry/instrumentation-koa'
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis'
 import { describeError, type Logger } from './logger'
 import { onShutdown } from './shutdown'
 import { Attr } from './tracing'
-
-/** Probes and scrapes, not work: tracing them would bury the orders' traces. */
-const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
 
 /** How long a stopping role waits for its last spans to reach the collector. */
 const FLUSH_TIMEOUT_MS = 3000
@@ -39,12 +34,8 @@ export function startTelemetry(
   // should cost nothing, so nothing is constructed.
   if (getBooleanFromEnv('OTEL_SDK_DISABLED')) return
   const sdk = new NodeSDK({
+    // The request's SERVER span is the reception's own (src/reception/server-span.ts).
     instrumentations: [
-      new HttpInstrumentation({
-        ignoreIncomingRequestHook: (request) =>
-          UNTRACED_PATHS.has((request.url ?? '').split('?')[0] ?? ''),
-        responseHook: addTraceResponse,
-      }),
       // The router's spans say which route ran; one span per plain middleware says little.
       new KoaInstrumentation({ ignoreLayersType: [KoaLayerType.MIDDLEWARE] }),
       ...(traceRedis
@@ -64,18 +55,6 @@ export function startTelemetry(
   onShutdown(() =>
     Promise.race([sdk.shutdown(), sleep(FLUSH_TIMEOUT_MS, undefined, { ref: false })]),
   )
-}
-
-/**
- * Every traced response says which trace it belongs to, as W3C Trace Context Level 2's
- * `traceresponse` header: `00-<trace id>-<server span id>-<flags>`.
- */
-function addTraceResponse(span: Span, response: IncomingMessage | ServerResponse): void {
-  // Called with the server's response as the request arrives, and with a client's response.
-  if (!('setHeader' in response) || response.headersSent) return
-  const { traceId, spanId, traceFlags } = span.spanContext()
-  const sampled = (traceFlags & TraceFlags.SAMPLED) !== 0 ? '01' : '00'
-  response.setHeader('traceresponse', `00-${traceId}-${spanId}-${sampled}`)
 }
 
 /**

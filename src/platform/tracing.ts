@@ -23,7 +23,10 @@ import type { ConsumeMessage } from 'amqplib'
  * context, not its attributes.
  */
 
-/** Attribute names: the messaging conventions' (incubating, so spelled out here) and Bakery's. */
+/**
+ * Attribute names: the HTTP conventions', the messaging conventions' (incubating, so spelled out
+ * here) and Bakery's.
+ */
 export const Attr = {
   messagingSystem: 'messaging.system',
   messagingSystemName: 'messaging.system.name',
@@ -38,6 +41,11 @@ export const Attr = {
   serverAddress: 'server.address',
   serverPort: 'server.port',
   errorType: 'error.type',
+  httpMethod: 'http.request.method',
+  httpRoute: 'http.route',
+  httpStatus: 'http.response.status_code',
+  urlPath: 'url.path',
+  urlScheme: 'url.scheme',
   orderKey: 'bakery.order_key',
   attempt: 'bakery.delivery.attempt',
   pastry: 'bakery.pastry',

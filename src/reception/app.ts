@@ -34,6 +34,7 @@ import {
   type Placed,
 } from './orders'
 import { problemMiddleware, problems } from './problem'
+import { serverSpan } from './server-span'
 import { STOREFRONT_CSP, storefrontPage } from './storefront/page'
 import { loadStorefrontScript } from './storefront/script'
 import { storefrontStyles } from './storefront/styles'
@@ -181,6 +182,7 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   const app = new Koa()
+  app.use(serverSpan)
   app.use(noSniff)
   app.use(requestMetrics)
   app.use(problemMiddleware(deps.logger))
