@@ -5,8 +5,6 @@ import { Bus, type BusInstance } from '@node-ts/bus-core'
 import { Command, Event, type MessageAttributes } from '@node-ts/bus-messages'
 import { RabbitMqTransport } from '@node-ts/bus-rabbitmq'
 import amqp from 'amqplib'
-import { FailureHeaders } from '../src/platform/transport'
-import { topology } from '../src/wiring'
 import {
   createVhost,
   dropNamespace,
@@ -23,8 +21,11 @@ import { startHttpReceiver, type OtlpReceiver } from './support/otlp-receiver'
  * A service built only from the published @node-ts/bus-core and @node-ts/bus-rabbitmq, the way
  * their README builds one: its own queue, its own message classes that share nothing with Bakery
  * but the `$name`s. If Bakery renamed an exchange, or changed how it encodes the `attributes`
- * header, this service would stop hearing it.
+ * header, this service would stop hearing it. The dead-letter queue and the reason header are
+ * spelled out too, as an operator's tools would spell them, not taken from Bakery's code.
  */
+const DEAD_LETTER_QUEUE = 'bakery.dead-letter'
+const REASON_HEADER = 'x-bakery-reason'
 
 class OrderBaked extends Event {
   static readonly NAME = 'bakery/order-baked'
@@ -138,12 +139,12 @@ describe('a stock @node-ts/bus-rabbitmq service talks to Bakery', () => {
     try {
       const channel = await connection.createChannel()
       const letter = await waitFor(
-        `a message in ${topology.deadLetterQueue}`,
-        async () => (await channel.get(topology.deadLetterQueue, { noAck: true })) || undefined,
+        `a message in ${DEAD_LETTER_QUEUE}`,
+        async () => (await channel.get(DEAD_LETTER_QUEUE, { noAck: true })) || undefined,
       )
       const body = JSON.parse(letter.content.toString()) as Record<string, unknown>
       assert.equal(body.$name, PlaceOrder.NAME)
-      const reason = String(letter.properties.headers?.[FailureHeaders.reason])
+      const reason = String(letter.properties.headers?.[REASON_HEADER])
       assert.equal(
         reason,
         'PoisonMessage: the body is not a valid bakery/place-order v1: /orderKey: must be OrderKey; ' +

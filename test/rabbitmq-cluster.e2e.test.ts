@@ -36,8 +36,9 @@ describe('quorum queues on a three-node cluster that loses a node', { timeout: 2
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined)
   })
   after(async () => {
-    await cluster?.close()
     redis.disconnect()
+    await cluster?.close()
+    assert.deepEqual(await cluster?.leftovers(), [], 'no node of the cluster is left running')
   })
 
   /** The three roles in a vhost of the cluster and a namespace of their own. */

@@ -45,6 +45,8 @@ export interface RabbitCluster {
   /** The node's own log, for a failure that explains itself. */
   readonly logOf: (node: RabbitNode) => Promise<string>
   readonly close: () => Promise<void>
+  /** The command lines of any process still running one of the cluster's nodes (`pgrep -af`). */
+  readonly leftovers: () => Promise<string[]>
 }
 
 export async function startRabbitCluster(size: number): Promise<RabbitCluster> {
@@ -202,6 +204,12 @@ export async function startRabbitCluster(size: number): Promise<RabbitCluster> {
     logOf: (node) =>
       readFile(join(dir, 'log', `${node.name}.log`), 'utf8').catch((error: Error) => error.message),
     close,
+    leftovers: async () => {
+      // A node's command line names its HOME, in the cluster's directory; pgrep exits 1 when
+      // nothing matches.
+      const found = await run('pgrep', ['-af', home]).catch(() => ({ stdout: '' }))
+      return found.stdout.split('\n').filter(Boolean)
+    },
   }
 }
 
