@@ -15,7 +15,8 @@ import { createVhost, dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from 
 /**
  * A publish the broker cannot route (its queue or binding deleted behind Bakery's back) is
  * confirmed and dropped unless it is mandatory. The outbox entry must stay until the message
- * really reaches a queue.
+ * really reaches a queue. A deleted queue also cancels its consumer, which must declare the
+ * topology again and consume the new queue, or nothing would be baked from then on.
  */
 describe('a publish the broker cannot route', () => {
   const namespace = uniqueNamespace('unroutable')
@@ -48,14 +49,18 @@ describe('a publish the broker cannot route', () => {
     await vhost.drop()
   })
 
-  it('keeps the order in the outbox until the topology is declared again, then bakes it', async () => {
+  /** Does something to the broker's topology behind the service's back, on a channel of its own. */
+  const behindItsBack = async (change: (channel: amqp.Channel) => Promise<unknown>) => {
     const connection = await amqp.connect(vhost.url)
     try {
-      const channel = await connection.createChannel()
-      await channel.unbindQueue(queues.baker, PlaceOrder.$name, '')
+      await change(await connection.createChannel())
     } finally {
       await connection.close()
     }
+  }
+
+  /** Places an order through the outbox and waits for it to be baked and the outbox to empty. */
+  const placeAndBake = async () => {
     const deps = {
       store: baker.store,
       views: new ViewStore(baker.redis, baker.keys),
@@ -72,5 +77,19 @@ describe('a publish the broker cannot route', () => {
       'the outbox to be empty',
       async () => (await baker.redis.xlen(baker.keys.partitions[0]!.outbox)) === 0,
     )
+  }
+
+  it('keeps the order in the outbox until the topology is declared again, then bakes it', async () => {
+    await behindItsBack((channel) => channel.unbindQueue(queues.baker, PlaceOrder.$name, ''))
+    await placeAndBake()
+  })
+
+  it('a consumer whose queue is deleted declares it again and consumes it: the next order is baked', async () => {
+    await behindItsBack((channel) => channel.deleteQueue(queues.baker))
+    await placeAndBake()
+    await behindItsBack(async (channel) => {
+      const { consumerCount } = await channel.checkQueue(queues.baker)
+      assert.equal(consumerCount, 1, 'the baker consumes the declared queue again')
+    })
   })
 })
