@@ -9,7 +9,7 @@ import { stateAt, toHistory } from '../src/projections/order-history'
 import { diffViews, formatDifference, lagsByDesign } from '../src/projections/verify'
 import type { LogEvent } from '../src/projections/log-entries'
 import { formatProgress } from '../src/tools/replay'
-import { formatDuration, parseTime, UsageError } from '../src/tools/tool'
+import { formatDuration, parseTime, parseToolOptions, UsageError } from '../src/tools/tool'
 
 const KEY = '0b9f3c1e5a7d4f2e8c6b1a0d9e8f7a6b'
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
@@ -139,6 +139,22 @@ describe('an order history', () => {
     })
     assert.deepEqual(parsePoint('15m', now), { kind: 'time', ms: now - 15 * 60_000 })
     assert.throws(() => parsePoint('yesterday', now), UsageError)
+  })
+
+  it('takes only options where a tool has no arguments, and names a stray one', () => {
+    const options = { batch: { type: 'string' }, verify: { type: 'boolean' } } as const
+    assert.deepEqual(
+      { ...parseToolOptions(['--batch', '5', '--verify'], options) },
+      {
+        batch: '5',
+        verify: true,
+      },
+    )
+    assert.throws(() => parseToolOptions(['--verify', 'now'], options), {
+      name: 'UsageError',
+      message: 'unexpected argument "now"',
+    })
+    assert.throws(() => parseToolOptions(['--bogus'], options), UsageError)
   })
 })
 

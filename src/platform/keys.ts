@@ -40,7 +40,7 @@ export interface PartitionKeys {
   readonly idempotency: (keyDigest: string) => string
   /**
    * The archive segments that hold the start of the partition's global log, oldest first (file
-   * names, `<first id>_<last id>.ndjson.gz`): what `bakery archive` moved out of Redis.
+   * names, `<first id>_<last id>_<entries>.ndjson.gz`): what `bakery archive` moved out of Redis.
    */
   readonly archiveSegments: string
   /** The id of the last archived entry; the global log starts after it. */

@@ -213,11 +213,11 @@ export async function requireArchive(
 ): Promise<void> {
   if (archive) return
   const marks = await archivedUpTo(redis, partitions)
-  const archived = partitions.filter((_, i) => marks[i] !== null)
-  if (archived.length > 0)
+  const first = marks.findIndex((mark) => mark !== null)
+  if (first >= 0)
     throw new ArchiveRequired(
-      `the start of the log of ${archived.length} partition(s) is archived (partition ` +
-        `${archived[0]!.index} up to ${marks[partitions.indexOf(archived[0]!)]}); ${what} needs ` +
+      `the start of the log of ${marks.filter((mark) => mark !== null).length} partition(s) is ` +
+        `archived (partition ${partitions[first]!.index} up to ${marks[first]}); ${what} needs ` +
         'it: pass --archive <dir>',
     )
 }

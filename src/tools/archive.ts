@@ -4,7 +4,7 @@ import {
   archiveOption,
   formatCount,
   parseTime,
-  parseToolArgs,
+  parseToolOptions,
   positiveInt,
   processIo,
   runTool,
@@ -47,14 +47,12 @@ export async function runArchive(
   io: ToolIo = processIo(),
 ): Promise<number> {
   return runTool('archive', USAGE, argv, io, async ({ redis, keys, config }) => {
-    const { values, positionals } = parseToolArgs(argv, {
+    const values = parseToolOptions(argv, {
       before: { type: 'string' },
       archive: { type: 'string' },
       segment: { type: 'string' },
       batch: { type: 'string' },
     })
-    if (positionals.length > 0)
-      throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
     if (values.before === undefined) throw new UsageError('--before is required')
     if (values.archive === undefined) throw new UsageError('--archive is required')
     const before = parseTime(values.before, Date.now())

@@ -17,7 +17,7 @@ import {
   archiveOption,
   interruptSignal,
   parseTime,
-  parseToolArgs,
+  parseToolOptions,
   positiveInt,
   processIo,
   runTool,
@@ -129,7 +129,7 @@ export async function runEvents(
   io: ToolIo = processIo(),
 ): Promise<number> {
   return runTool('events', USAGE, argv, io, async ({ redis, keys, config }) => {
-    const { values, positionals } = parseToolArgs(argv, {
+    const values = parseToolOptions(argv, {
       from: { type: 'string' },
       to: { type: 'string' },
       order: { type: 'string' },
@@ -139,8 +139,6 @@ export async function runEvents(
       follow: { type: 'boolean', default: false },
       archive: { type: 'string' },
     })
-    if (positionals.length > 0)
-      throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
     if (values.follow && values.to !== undefined)
       throw new UsageError('--follow prints new events as they come: it has no --to')
     if (values.order !== undefined && !OrderKey.is(values.order))

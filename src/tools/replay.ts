@@ -6,7 +6,7 @@ import {
   archiveOption,
   formatCount,
   formatDuration,
-  parseToolArgs,
+  parseToolOptions,
   positiveInt,
   processIo,
   runTool,
@@ -93,13 +93,11 @@ export async function runReplay(
   io: ToolIo = processIo(),
 ): Promise<number> {
   return runTool('replay', USAGE, argv, io, async ({ redis, keys, config }) => {
-    const { values, positionals } = parseToolArgs(argv, {
+    const values = parseToolOptions(argv, {
       verify: { type: 'boolean', default: false },
       batch: { type: 'string' },
       archive: { type: 'string' },
     })
-    if (positionals.length > 0)
-      throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
     const batchSize = positiveInt('batch', values.batch, 2000)
     const archive = archiveOption(values.archive, config)
     const label = values.verify ? 'verify' : 'replay'

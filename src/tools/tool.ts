@@ -72,6 +72,14 @@ export function parseToolArgs<O extends Options>(argv: readonly string[], option
   }
 }
 
+/** `parseToolArgs` for a tool that takes options only: any other argument is a UsageError. */
+export function parseToolOptions<O extends Options>(argv: readonly string[], options: O) {
+  const { values, positionals } = parseToolArgs(argv, options)
+  if (positionals.length > 0)
+    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
+  return values
+}
+
 /**
  * Runs a tool's body with configuration and a Redis connection, and maps failures to exit codes:
  * 2 bad arguments, 78 bad configuration, 1 Redis unreachable or anything else unexpected.
