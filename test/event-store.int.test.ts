@@ -3,10 +3,11 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { OrderBaked, OrderPlaced, PlaceOrder, type OrderKey, type Timestamp } from '../src/messages'
 import { orderEventStore } from '../src/wiring'
-import { VersionConflict } from '../src/platform/errors'
+import { StoreUnavailable, VersionConflict } from '../src/platform/errors'
+import { asStoreUnavailable } from '../src/platform/redis'
 import { keys } from '../src/platform/keys'
 import { randomOrderKey } from '../src/reception/orders'
-import { dropNamespace, REDIS_URL, uniqueNamespace } from './support'
+import { dropNamespace, REDIS_URL, uniqueNamespace, waitFor } from './support'
 import { withScripts } from '../src/platform/scripts'
 
 const namespace = uniqueNamespace('store')
@@ -114,5 +115,34 @@ describe('event store', () => {
     const orderKey = randomOrderKey()
     await store.append(orderKey, 0, [placed(orderKey)], [])
     await assert.rejects(store.append(orderKey, 0, [placed(orderKey)], []), VersionConflict)
+  })
+})
+
+describe('a connection that closes with a write in flight', () => {
+  it('is a StoreUnavailable (503, a retry), not a failure of the write itself', async () => {
+    const client = new Redis(REDIS_URL)
+    const killer = new Redis(REDIS_URL)
+    const key = `${uniqueNamespace('cut')}:written`
+    try {
+      const id = await client.client('ID')
+      // A write answered, then a WAIT the server holds: the connection is cut before its reply,
+      // as when a master dies between an append and its WAIT.
+      const replies = client.pipeline().set(key, '1').blpop(`${key}:wait`, 5).exec()
+      await waitFor('the WAIT to be held', async () =>
+        String(await killer.call('CLIENT', 'LIST', 'ID', String(id))).includes('cmd=blpop'),
+      )
+      await killer.call('CLIENT', 'KILL', 'ID', String(id))
+      const [, [error] = []] = (await replies) ?? []
+      assert.ok(error instanceof Error, 'the pipeline reports the cut')
+      assert.match(error.message, /aborted|closed/i)
+      assert.ok(
+        asStoreUnavailable(error) instanceof StoreUnavailable,
+        `${error.name}: ${error.message}`,
+      )
+    } finally {
+      await killer.del(key)
+      client.disconnect()
+      killer.disconnect()
+    }
   })
 })

@@ -23,6 +23,7 @@ import {
   type RoleProcess,
   type Vhost,
 } from './support'
+import { lastWarnings } from './support/faults'
 import { captureIo } from './support/replay'
 
 const PARTITIONS = 8
@@ -144,6 +145,9 @@ describe('a six-node Redis Cluster with eight partitions', { timeout: 180_000 },
     const k = keys(namespace, PARTITIONS)
     const roles = await pipeline(environment(namespace, { STUCK_ORDER_AFTER_MS: '3000' }))
     const load = driveOrders(receptionOf(roles), 4, 20)
+    // Stopped before the roles, and even if the test fails first: a load left running keeps the
+    // test process alive.
+    cleanups.push(load.stop)
     await waitFor('orders to flow', () => load.accepted.length >= 100, { timeoutMs: 30_000 })
     const [victim] = await cluster.masters()
     await victim!.kill()
@@ -175,7 +179,9 @@ describe('a six-node Redis Cluster with eight partitions', { timeout: 180_000 },
         return settled
       },
       { timeoutMs: 60_000, intervalMs: 1000 },
-    )
+    ).catch(async (error: unknown) => {
+      throw new Error(`${String(error)}\n${await whereStuck(namespace, roles, stored)}`)
+    })
     for (const order of load.accepted) assert.ok(stored.includes(order), `${order} was lost`)
     assert.deepEqual(await orderProblems(client, k, stored), [])
     // What was refused during the failover was refused with a 503, never lost after a 202.
@@ -190,4 +196,35 @@ describe('a six-node Redis Cluster with eight partitions', { timeout: 180_000 },
       assert.ok(status === 503 || status === 0, `${status}: ${errors()}`)
     assert.equal((await cluster.masters()).length, 3, 'a replica took over')
   })
+
+  /** What the stored orders that did not finish hold, and what the roles last warned of. */
+  async function whereStuck(
+    namespace: string,
+    roles: readonly RoleProcess[],
+    orders: readonly string[],
+  ): Promise<string> {
+    const k = keys(namespace, PARTITIONS)
+    const lines: string[] = []
+    for (const order of orders) {
+      const events = await client.xrange(k.orderStream(order), '-', '+')
+      const types = events.map(([, fields]) => fields[fields.indexOf('type') + 1])
+      if (types.at(-1) === 'bakery/order-baked') continue
+      const partition = k.of(order)
+      const unfinished = await client.zscore(partition.unfinished, order)
+      lines.push(
+        `${order} (p${partition.index}): ${types.join(', ') || 'no stream'}; ` +
+          `view ${JSON.stringify(await client.hgetall(k.view(order)))}; ` +
+          `in the sweeper's index: ${unfinished !== null}`,
+      )
+      if (lines.length >= 10) break
+    }
+    for (const partition of k.partitions)
+      lines.push(
+        `p${partition.index}: outbox ${await client.xlen(partition.outbox)}, ` +
+          `unfinished ${await client.zcard(partition.unfinished)}, ` +
+          `sweep cursor ${await client.get(partition.sweepCursor)}`,
+      )
+    const warnings = lastWarnings(roles, 4)
+    return ['unfinished:', ...lines, 'last warnings:', ...warnings].join('\n')
+  }
 })

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import type { ChainableCommander } from 'ioredis'
 import { timestamp, type MessageKind } from '../messages'
-import { OutboxFull, StoreUnavailable, VersionConflict } from './errors'
+import { OutboxFull, VersionConflict } from './errors'
 import type { Keys } from './keys'
 import { currentTrace, decodeEntry, type EventCodec, type StoredEvent } from './stored-events'
+import { NOT_WAITING, writeReplicated, type Replication } from './replication'
 import type { ScriptedRedis } from './scripts'
 
 /** A message the relay must put on the bus because events were appended. */
@@ -17,22 +18,6 @@ export interface OutboxMessage {
  * events that produce it.
  */
 export type ViewFields = Readonly<Record<string, string>>
-
-/**
- * How many replicas must have an append before it counts as done (WAIT), and how long to wait
- * for them. Redis replicates asynchronously: without this, an append its master acknowledged can
- * vanish with the master in a failover.
- */
-export interface Replication {
-  readonly replicas: number
-  readonly timeoutMs: number
-}
-
-const NOT_WAITING: Replication = { replicas: 0, timeoutMs: 0 }
-
-const MAX_REDIRECTIONS = 4
-const isRedirection = (error: unknown) =>
-  error instanceof Error && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test(error.message)
 
 export interface AppendOptions {
   /**
@@ -150,35 +135,11 @@ export class EventStore<E extends { readonly $name: string }> {
     return { keys, args }
   }
 
-  /**
-   * Runs `write`, then, if replicas are required, WAITs for them on the same connection: a
-   * pipeline goes to one node, so on a Redis Cluster the WAIT reaches the master that took the
-   * write. Too few replicas in time is a StoreUnavailable (503 to a client), though the write
-   * stays on the master and will be replicated, relayed and baked as usual.
-   */
-  private async replicated<T>(
+  /** The write, with WAIT for the replicas the store requires (see writeReplicated). */
+  private replicated<T>(
     write: (redis: ScriptedRedis | ChainableCommander) => Promise<T> | ChainableCommander,
   ): Promise<T> {
-    const { replicas, timeoutMs } = this.replication
-    if (replicas === 0) return (await write(this.redis)) as T
-    for (let attempt = 1; ; attempt++) {
-      const pipeline = this.redis.pipeline()
-      void write(pipeline)
-      const [[writeError, written] = [], [waitError, acknowledged] = []] =
-        (await pipeline.wait(replicas, timeoutMs).exec()) ?? []
-      // A pipeline is not redirected: MOVED (a failover moved the slot) means nothing was
-      // written, and the client has learnt the slot's new master: send it again, there.
-      if (isRedirection(writeError) && attempt < MAX_REDIRECTIONS) continue
-      if (writeError) throw writeError
-      if (waitError) throw waitError
-      if (Number(acknowledged) < replicas)
-        throw new StoreUnavailable(
-          new Error(
-            `${Number(acknowledged)} of ${replicas} replicas acknowledged the write within ${timeoutMs} ms`,
-          ),
-        )
-      return written as T
-    }
+    return writeReplicated(this.redis, this.replication, write)
   }
 
   private async rethrowConflict<T>(

@@ -4,7 +4,7 @@ import { redact, type Config } from './config'
 import { delayAfter, reconnecting } from './backoff'
 import { StoreUnavailable } from './errors'
 import type { Logger } from './logger'
-import type { Replication } from './event-store'
+import type { Replication } from './replication'
 import { withScripts, type ScriptedRedis } from './scripts'
 import { tracesAreRecorded } from './tracing'
 
@@ -43,7 +43,7 @@ export type RedisTarget = Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>
 
 export const isCluster = (target: RedisTarget) => target.REDIS_CLUSTER_NODES.length > 0
 
-/** What an append waits for (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS); see Replication. */
+/** What a write waits for (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS); see Replication. */
 export function replicationOf(
   config: RedisTarget & Pick<Config, 'REDIS_WAIT_REPLICAS' | 'REDIS_WAIT_TIMEOUT_MS'>,
 ): Replication {
@@ -207,7 +207,13 @@ const UNREACHABLE = [
   'No master node is available',
   'Too many Cluster redirections',
 ]
-const UNREACHABLE_NAMES = new Set(['MaxRetriesPerRequestError', 'ClusterAllFailedError'])
+// AbortError: the connection closed with the command sent and unanswered (a master killed
+// mid-pipeline); whether it ran is unknown, as with a timeout.
+const UNREACHABLE_NAMES = new Set([
+  'MaxRetriesPerRequestError',
+  'ClusterAllFailedError',
+  'AbortError',
+])
 // Replies of a Redis that is up but cannot take the command now: loading its data set, running a
 // slow script, out of memory, refusing writes (a replica, a failed save), or a cluster mid-failover
 // (a redirection ioredis did not follow: in a pipeline, nothing of it was run).

@@ -2,6 +2,7 @@ import { OrderBaked } from '../messages'
 import { announceListening } from '../platform/announce'
 import type { Config } from '../platform/config'
 import type { Logger } from '../platform/logger'
+import { replicationOf } from '../platform/redis'
 import { exitOnSignal, handlerFor, startHealthServer, startService } from '../platform/service'
 import { bakery, queues } from '../wiring'
 import { projectOrder } from './projector'
@@ -16,7 +17,7 @@ export async function runProjector(config: Config, logger: Logger): Promise<void
     consume: {
       queue: queues.projector,
       handlers: ({ redis, keys }) => {
-        const deps = { views: new ViewStore(redis, keys) }
+        const deps = { views: new ViewStore(redis, keys, replicationOf(config)) }
         return [handlerFor(OrderBaked, (message) => projectOrder(deps, message))]
       },
     },

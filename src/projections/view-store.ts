@@ -5,6 +5,7 @@ import { type Keys } from '../platform/keys'
 import { fieldRecord } from '../platform/redis'
 import { OrderView, type VersionedView } from './order-view'
 import type { ScriptedRedis } from '../platform/scripts'
+import { NOT_WAITING, writeReplicated, type Replication } from '../platform/replication'
 
 export interface ViewWithTail {
   readonly stored: VersionedView | undefined
@@ -19,18 +20,19 @@ export class ViewStore {
   constructor(
     private readonly redis: ScriptedRedis,
     private readonly keys: Keys,
+    /**
+     * What a save waits for, as an append does: a view its master acknowledged but never
+     * replicated would vanish in a failover, after the message that made it was acknowledged.
+     */
+    private readonly replication: Replication = NOT_WAITING,
   ) {}
 
   /** Saves the view unless a view at the same or a later version is stored; says whether it did. */
   async save(orderKey: OrderKey, { view, version }: VersionedView): Promise<boolean> {
     const fields = Object.entries(view).flat()
     const { viewGeneration, viewPrefix } = this.keys.of(orderKey)
-    const saved = await this.redis.bakerySaveView(
-      viewGeneration,
-      viewPrefix,
-      orderKey,
-      version,
-      ...fields,
+    const saved = await writeReplicated(this.redis, this.replication, (redis) =>
+      redis.bakerySaveView(viewGeneration, viewPrefix, orderKey, version, ...fields),
     )
     return saved === 1
   }

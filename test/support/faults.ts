@@ -19,13 +19,7 @@ export async function whereStuck(
   const lengths = await Promise.all(accepted.map((order) => redis.xlen(k.orderStream(order))))
   const byEvents: Record<number, number> = {}
   for (const n of lengths.filter((n) => n < LIFE.length)) byEvents[n] = (byEvents[n] ?? 0) + 1
-  const warnings = roles.flatMap((role) =>
-    role
-      .output()
-      .split('\n')
-      .filter((line) => /"level":(40|50)/.test(line))
-      .slice(-5),
-  )
+  const warnings = lastWarnings(roles, 5)
   const pending = JSON.stringify(await redis.xpending(k.partitions[0]!.outbox, RELAY_GROUP))
   return [
     `unfinished orders by number of events: ${JSON.stringify(byEvents)}`,
@@ -35,3 +29,13 @@ export async function whereStuck(
     ...warnings,
   ].join('\n')
 }
+
+/** The last `count` warnings and errors each role logged. */
+export const lastWarnings = (roles: readonly RoleProcess[], count: number) =>
+  roles.flatMap((role) =>
+    role
+      .output()
+      .split('\n')
+      .filter((line) => /"level":(40|50)/.test(line))
+      .slice(-count),
+  )
